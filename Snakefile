@@ -1,0 +1,18 @@
+# molorec: raw Amazon / MOOC review dumps to MoLoRec recommenders.
+# Stages: data (this file's rules/data.smk) -> adapters -> fusion -> evaluation.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,70 @@
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from molorec.config import (
+    ConfigError,
+    check_config,
+    domains_with_role,
+    example_settings,
+    load_schema,
+    prompt_for,
+)
+
+SCHEMA = "../workflow/schemas/config.schema.yaml"
+
+# Readable errors (domain, key, path) before Snakemake's own schema check.
+try:
+    check_config(config, schema=load_schema(workflow.source_path(SCHEMA)))
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+validate(config, schema=SCHEMA)
+
+DOMAINS = sorted(config["domains"])
+GENERAL_DOMAINS = domains_with_role(config, "general")
+TARGET_DOMAINS = domains_with_role(config, "target")
+
+
+wildcard_constraints:
+    domain="|".join(DOMAINS),
+
+
+def domain_spec(wildcards):
+    return config["domains"][wildcards.domain]
+
+
+def raw_inputs(wildcards):
+    """The raw dump files of one domain, so Snakemake reruns it when they change."""
+    spec = domain_spec(wildcards)
+    if spec["format"] == "mooccube":
+        return [f"{spec['path']}/entities/user.json", f"{spec['path']}/entities/course.json"]
+    return [spec["reviews"], spec["meta"]]
+
+
+def ingest_params(wildcards):
+    data = config["data"]
+    return {"kcore": data["kcore"], "max_malformed_fraction": data["max_malformed_fraction"]}
+
+
+def examples_params(wildcards):
+    return vars(example_settings(config, wildcards.domain))
+
+
+def instruction_params(wildcards):
+    data = config["data"]
+    return {
+        "prompt": prompt_for(config, wildcards.domain),
+        "answer_size": data["answer_size"],
+        "n_candidates": data["n_candidates"],
+    }
+
+
+def input_mb(wildcards, input):
+    """Memory for a data job: raw dumps expand a lot once parsed."""
+    return max(2000, 1000 + 12 * int(input.size_mb))
+
+
+def all_outputs():
+    outputs = expand("results/data/{domain}/instructions.parquet", domain=DOMAINS)
+    if GENERAL_DOMAINS:
+        outputs.append("results/data/general/instructions.parquet")
+    return outputs

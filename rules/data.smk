@@ -1,0 +1,73 @@
+# Data stage: raw dumps -> interactions -> examples -> instruction sets (DESIGN.md §2, §4).
+
+
+rule ingest_domain:
+    input:
+        raw_inputs,
+    output:
+        interactions="results/data/{domain}/interactions.parquet",
+        items="results/data/{domain}/items.parquet",
+        quality="results/data/{domain}/quality.json",
+    log:
+        "logs/data/{domain}/ingest.log",
+    params:
+        spec=domain_spec,
+        data=ingest_params,
+    threads: 1
+    resources:
+        mem_mb=input_mb,
+        runtime=60,
+    script:
+        "../workflow/scripts/ingest_domain.py"
+
+
+rule build_examples:
+    input:
+        interactions="results/data/{domain}/interactions.parquet",
+        items="results/data/{domain}/items.parquet",
+    output:
+        examples="results/data/{domain}/examples.parquet",
+        summary="results/data/{domain}/examples.json",
+    log:
+        "logs/data/{domain}/examples.log",
+    params:
+        settings=examples_params,
+    threads: 1
+    resources:
+        mem_mb=input_mb,
+        runtime=60,
+    script:
+        "../workflow/scripts/build_examples.py"
+
+
+rule build_instructions:
+    input:
+        examples="results/data/{domain}/examples.parquet",
+        items="results/data/{domain}/items.parquet",
+    output:
+        "results/data/{domain}/instructions.parquet",
+    log:
+        "logs/data/{domain}/instructions.log",
+    params:
+        instruction_params,
+    threads: 1
+    resources:
+        mem_mb=input_mb,
+        runtime=60,
+    script:
+        "../workflow/scripts/build_instructions.py"
+
+
+rule pool_general_instructions:
+    input:
+        expand("results/data/{domain}/instructions.parquet", domain=GENERAL_DOMAINS),
+    output:
+        "results/data/general/instructions.parquet",
+    log:
+        "logs/data/general/pool.log",
+    threads: 1
+    resources:
+        mem_mb=input_mb,
+        runtime=30,
+    script:
+        "../workflow/scripts/pool_general_instructions.py"

@@ -1,0 +1,117 @@
+"""config.yaml: validation with messages that name the domain, key and path, and defaults.
+
+Snakemake's ``validate`` runs the same schema; this module adds what a schema cannot say
+(input files exist, domains that can be built) and turns errors into one readable line.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import polars as pl
+import yaml
+
+from molorec.data.examples import ExampleSettings
+from molorec.data.instructions import DEFAULT_PROMPT, TEMPLATE_FIELDS, template_expr
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _apply_defaults(node: dict, schema: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if isinstance(node.get(key), dict):
+            _apply_defaults(node[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in node.items():
+            if key not in schema.get("properties", {}) and isinstance(value, dict):
+                _apply_defaults(value, extra)
+
+
+def check_config(config: dict, base_dir: str | Path = ".", schema: dict | None = None) -> dict:
+    """Validate ``config`` and fill defaults in place; raise ConfigError naming what is wrong."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = _where(err.absolute_path)
+        if err.validator == "propertyNames":
+            raise ConfigError(
+                f"config: domain name {err.instance!r} is not allowed: names must match "
+                "[a-z][a-z0-9_]* and 'general' is reserved for the pooled general set"
+            )
+        raise ConfigError(f"config: {where}: {err.message}")
+    _apply_defaults(config, schema)
+
+    base = Path(base_dir)
+    for name, spec in config["domains"].items():
+        keys = ["path"] if spec["format"] == "mooccube" else ["reviews", "meta"]
+        for key in keys:
+            path = base / spec[key]
+            if not path.exists():
+                raise ConfigError(
+                    f"config: domains.{name}.{key}: input not found: {spec[key]} "
+                    f"(resolved to {path.resolve()})"
+                )
+        if spec["format"] == "mooccube":
+            for sub in ("entities/user.json", "entities/course.json"):
+                if not (base / spec["path"] / sub).is_file():
+                    raise ConfigError(f"config: domains.{name}.path: {spec['path']} has no {sub}")
+        try:
+            template_expr(
+                prompt_for(config, name)["user"], {f: pl.lit("") for f in TEMPLATE_FIELDS}
+            )
+        except ValueError as exc:
+            raise ConfigError(f"config: prompt for domain {name}: {exc}") from None
+    data = config["data"]
+    if data["answer_size"] > data["n_candidates"]:
+        raise ConfigError(
+            f"config: data.answer_size ({data['answer_size']}) exceeds data.n_candidates "
+            f"({data['n_candidates']})"
+        )
+    return config
+
+
+def domains_with_role(config: dict, role: str) -> list[str]:
+    return sorted(d for d, spec in config["domains"].items() if spec["role"] == role)
+
+
+def prompt_for(config: dict, domain: str) -> dict:
+    """The template of a domain: defaults, then the global prompt, then the domain's own."""
+    prompt = dict(DEFAULT_PROMPT)
+    prompt.update({k: v for k, v in config.get("prompt", {}).items() if v is not None})
+    prompt.update(config["domains"][domain].get("prompt", {}))
+    return prompt
+
+
+def example_settings(config: dict, domain: str) -> ExampleSettings:
+    data = config["data"]
+    return ExampleSettings(
+        seed=config["seed"],
+        domain=domain,
+        role=config["domains"][domain]["role"],
+        n_candidates=data["n_candidates"],
+        answer=data["answer"],
+        answer_size=data["answer_size"],
+        max_history=data["max_history"],
+        domain_train_samples=data["domain_train_samples"],
+        cold_item_fraction=data["cold_item_fraction"],
+    )

@@ -1,0 +1,257 @@
+"""Examples stage: leave-one-out examples with seeded candidates, and cold items.
+
+For a user's time-ordered items i1..in: train examples predict i_t from i1..i_{t-1} for
+t = 2..n-2, validation predicts i_{n-1}, test predicts i_n. Every random choice of an
+example (its negatives, their order, the noise titles of its answer, whether a train
+example is sampled) is seeded from (seed, domain, user, split, position) only, so adding
+users or domains never changes another example.
+
+Cold start (target domains): a seeded fraction of items is cold. Cold items never appear
+in an example the adapters train on (train examples and warm validation examples, history,
+target and candidates alike); val/test examples whose target is cold are flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+SPLIT_ORDER = ("train", "val", "test")
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class ExampleSettings:
+    seed: int
+    domain: str
+    role: str  # general | target
+    n_candidates: int = 30
+    answer: str = "target_plus_random"  # target_plus_random | target_only
+    answer_size: int = 5
+    max_history: int = 50
+    domain_train_samples: int = 30000
+    cold_item_fraction: float = 0.1
+
+
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash of the parts that is the same on every machine and Python run."""
+    text = "\x1f".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def example_rng(s: ExampleSettings, user: str, split: str, position: int) -> np.random.Generator:
+    return np.random.Generator(
+        np.random.PCG64(stable_hash(s.seed, s.domain, user, split, position))
+    )
+
+
+def cold_items(items: list[str], s: ExampleSettings) -> np.ndarray:
+    """Boolean mask: the seeded ``cold_item_fraction`` of items, ranked by a per-item hash."""
+    mask = np.zeros(len(items), dtype=bool)
+    if s.role != "target" or s.cold_item_fraction <= 0:
+        return mask
+    keys = np.array([stable_hash(s.seed, s.domain, "cold", it) for it in items], dtype=np.uint64)
+    n_cold = int(round(s.cold_item_fraction * len(items)))
+    mask[np.argsort(keys, kind="stable")[:n_cold]] = True
+    return mask
+
+
+def _train_positions(
+    users: list[str], offsets: np.ndarray, warm: np.ndarray, s: ExampleSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user index, target position) of the sampled train examples, in user/position order.
+
+    Candidates are positions 1..n-3 whose target is warm and whose history keeps at least
+    one warm item; the ``domain_train_samples`` with the smallest per-example hash are taken
+    (bottom-k sampling: seeded per example, so a new user displaces at most a few).
+    """
+    lengths = np.diff(offsets)
+    n_pos = np.maximum(lengths - 3, 0)
+    user_idx = np.repeat(np.arange(len(users)), n_pos)
+    starts = np.repeat(offsets[:-1], n_pos)
+    pos = np.arange(n_pos.sum()) - np.repeat(np.cumsum(n_pos) - n_pos, n_pos) + 1
+    warm_before = _offsets(warm.astype(np.int64))  # warm_before[i]: warm items in codes[:i]
+    ok = warm[starts + pos] & (warm_before[starts + pos] - warm_before[starts] > 0)
+    user_idx, pos = user_idx[ok], pos[ok]
+    if len(pos) > s.domain_train_samples:
+        keys = np.array(
+            [stable_hash(s.seed, s.domain, users[u], "train", p) for u, p in zip(user_idx, pos)],
+            dtype=np.uint64,
+        )
+        take = np.sort(np.argsort(keys, kind="stable")[: s.domain_train_samples])
+        user_idx, pos = user_idx[take], pos[take]
+    return user_idx, pos
+
+
+def _negatives(
+    rng: np.random.Generator,
+    target: int,
+    n_items: int,
+    excluded: set[int],
+    title_code: np.ndarray,
+    need: int,
+) -> list[int]:
+    """``need`` distinct items drawn uniformly, never excluded, never sharing a title.
+
+    Two items with the same title would make an exact title match ambiguous, so a
+    candidate list never holds two of them.
+    """
+    chosen: list[int] = []
+    titles = {int(title_code[target])}
+    for _ in range(1000):
+        for c in rng.integers(0, n_items, size=2 * (need - len(chosen)) + 8).tolist():
+            if c in excluded or int(title_code[c]) in titles:
+                continue
+            titles.add(int(title_code[c]))
+            chosen.append(c)
+            if len(chosen) == need:
+                return chosen
+    raise ValueError("not enough eligible negative items")
+
+
+@dataclass
+class _Columns:
+    """Flat per-example columns, turned into Arrow list arrays at the end."""
+
+    users: list
+    splits: list
+    positions: list
+    targets: list
+    colds: list
+    history: list
+    candidates: list
+    answer: list
+
+    @classmethod
+    def empty(cls) -> _Columns:
+        return cls([], [], [], [], [], [], [], [])
+
+
+def build_examples(
+    interactions: pl.DataFrame, items: pl.DataFrame, s: ExampleSettings
+) -> tuple[pl.DataFrame, dict]:
+    item_ids = items["item"].to_list()
+    n_items = len(item_ids)
+    code_of = {it: i for i, it in enumerate(item_ids)}
+    title_code = items["title"].rank("dense").to_numpy().astype(np.int64)
+    cold = cold_items(item_ids, s)
+    warm = ~cold
+
+    # interactions.parquet is ordered by user, then time: one contiguous run per user.
+    codes = np.fromiter((code_of[i] for i in interactions["item"]), dtype=np.int64)
+    runs = interactions.group_by("user", maintain_order=True).agg(pl.len())
+    users = runs["user"].to_list()
+    offsets = _offsets(runs["len"].to_numpy())
+    warm_codes = warm[codes]
+
+    if s.role == "target":
+        train_user, train_pos = _train_positions(users, offsets, warm_codes, s)
+    else:  # general domains contribute their validation examples only, as the paper
+        train_user, train_pos = np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+    train_at = np.searchsorted(train_user, np.arange(len(users) + 1))
+
+    need = s.n_candidates - 1
+    cold_set = set(np.flatnonzero(cold).tolist())
+    out = _Columns.empty()
+    counts = {"users_too_short": 0, "val_cold": 0, "test_cold": 0}
+    for u, user in enumerate(users):
+        seq = codes[offsets[u] : offsets[u + 1]]
+        n = len(seq)
+        if n < 3:
+            counts["users_too_short"] += 1
+            continue
+        interacted = set(seq.tolist())
+        plan = [("train", int(p)) for p in train_pos[train_at[u] : train_at[u + 1]]]
+        plan += [("val", n - 2), ("test", n - 1)] if s.role == "target" else [("val", n - 2)]
+        for split, p in plan:
+            target = int(seq[p])
+            is_cold = bool(cold[target])
+            trained_on = split == "train" or (split == "val" and not is_cold)
+            history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
+            history = history[-s.max_history :]
+            excluded = interacted | cold_set if trained_on else interacted
+            rng = example_rng(s, user, split, p)
+            try:
+                negatives = _negatives(rng, target, n_items, excluded, title_code, need)
+            except ValueError:
+                raise ValueError(
+                    f"domain {s.domain}: user {user} ({split} example at position {p}) has "
+                    f"fewer than {need} eligible negative items among {n_items}; lower "
+                    "data.n_candidates or add items"
+                ) from None
+            cands = np.array([target, *negatives])
+            rng.shuffle(cands)
+            if s.answer == "target_plus_random":
+                noise = rng.choice(negatives, size=s.answer_size - 1, replace=False).tolist()
+                answer = [target, *noise]
+            else:
+                answer = [target]
+            counts[f"{split}_cold"] = counts.get(f"{split}_cold", 0) + is_cold
+            out.users.append(user)
+            out.splits.append(split)
+            out.positions.append(p)
+            out.targets.append(target)
+            out.colds.append(is_cold)
+            out.history.append(history)
+            out.candidates.append(cands)
+            out.answer.append(answer)
+
+    ids = pa.array(item_ids, type=pa.string())
+    examples = pl.from_arrow(
+        pa.table(
+            {
+                "user": pa.array(out.users, type=pa.string()),
+                "split": pa.array(out.splits, type=pa.string()),
+                "position": pa.array(out.positions, type=pa.int32()),
+                "history": _id_lists(out.history, ids),
+                "target": ids.take(pa.array(out.targets, type=pa.int64())),
+                "candidates": _id_lists(out.candidates, ids),
+                "answer": _id_lists(out.answer, ids),
+                "cold": pa.array(out.colds, type=pa.bool_()),
+            }
+        )
+    )
+    split_counts = examples["split"].value_counts()
+    summary = {
+        "domain": s.domain,
+        "role": s.role,
+        "users": len(users),
+        "items": n_items,
+        "cold_items": int(cold.sum()),
+        "examples": {
+            sp: int(split_counts.filter(pl.col("split") == sp)["count"].sum()) for sp in SPLIT_ORDER
+        },
+        "dropped": {"users_too_short": counts["users_too_short"]},
+        "cold_examples": {"val": counts["val_cold"], "test": counts["test_cold"]},
+    }
+    return examples, summary
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _id_lists(rows: list, ids: pa.Array) -> pa.Array:
+    offsets = _offsets(np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows)))
+    flat = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if rows else []
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, type=pa.int32()), ids.take(pa.array(flat, type=pa.int64()))
+    )
+
+
+def run(interactions_path, items_path, settings: ExampleSettings, out: dict) -> dict:
+    """The rule's entry point: write examples.parquet and its summary."""
+    from molorec.io.parquet import write_json, write_parquet
+
+    examples, summary = build_examples(
+        pl.read_parquet(interactions_path), pl.read_parquet(items_path), settings
+    )
+    write_parquet(examples, out["examples"])
+    write_json(summary, out["summary"])
+    return summary

@@ -1,0 +1,134 @@
+"""Instruction stage: examples to chat messages in the paper's prompt template.
+
+Titles are joined with the answer separator; the template's fields are filled with polars
+expressions, batch by batch, so a Books-size domain never holds all prompts in memory.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from molorec.data.titles import SEPARATOR
+from molorec.io.parquet import parquet_sink, to_arrow
+
+DEFAULT_PROMPT = {
+    "system": "You are a helpful recommendation assistant.",
+    "user": (
+        "Given the following purchase history of a user:[{history}]. Please select the top "
+        "{answer_size} most likely products to be purchased by the user based on the user's "
+        "purchase history. And sort them from highest to lowest likelihood of purchasing."
+        "Candidates: [{candidates}]. The top {answer_size} most likely products to be "
+        "purchased by the user are:"
+    ),
+}
+TEMPLATE_FIELDS = ("history", "candidates", "answer_size", "n_candidates")
+BATCH_ROWS = 20_000
+
+
+def template_expr(template: str, values: dict[str, pl.Expr]) -> pl.Expr:
+    """The template as one string expression; ``{field}`` takes a column, ``{{`` a brace."""
+    parts: list[pl.Expr] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        if literal:
+            parts.append(pl.lit(literal))
+        if field is None:
+            continue
+        if field not in values or spec or conversion:
+            raise ValueError(
+                f"prompt template field {{{field}}} is not one of "
+                f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+            )
+        parts.append(values[field])
+    return pl.concat_str(parts) if parts else pl.lit("")
+
+
+def messages_expr(prompt: dict, answer_size: int, n_candidates: int) -> pl.Expr:
+    def titles(column: str) -> pl.Expr:
+        return pl.col(column).list.join(SEPARATOR)
+
+    user = template_expr(
+        prompt["user"],
+        {
+            "history": titles("history"),
+            "candidates": titles("candidates"),
+            "answer_size": pl.lit(str(answer_size)),
+            "n_candidates": pl.lit(str(n_candidates)),
+        },
+    )
+    turn = [
+        pl.struct(role=pl.lit("system"), content=pl.lit(prompt["system"])),
+        pl.struct(role=pl.lit("user"), content=user),
+        pl.struct(role=pl.lit("assistant"), content=titles("answer")),
+    ]
+    return pl.concat_list(turn).alias("messages")
+
+
+def build_instructions(
+    examples: pl.DataFrame, items: pl.DataFrame, domain: str, prompt: dict, data: dict
+) -> pl.DataFrame:
+    """One row per example: its keys and the messages (system, user, assistant)."""
+    ids, titles = items["item"], items["title"]
+
+    def to_titles(column: str) -> pl.Expr:
+        return pl.col(column).list.eval(pl.element().replace_strict(ids, titles))
+
+    return examples.select(
+        pl.lit(domain).alias("domain"),
+        "user",
+        "split",
+        "position",
+        "target",
+        "cold",
+        to_titles("history").alias("history"),
+        to_titles("candidates").alias("candidates"),
+        to_titles("answer").alias("answer"),
+    ).select(
+        "domain",
+        "user",
+        "split",
+        "position",
+        "target",
+        "cold",
+        messages_expr(prompt, data["answer_size"], data["n_candidates"]),
+    )
+
+
+def write_instructions(
+    examples_path: str | Path,
+    items_path: str | Path,
+    out_path: str | Path,
+    domain: str,
+    prompt: dict,
+    data: dict,
+) -> int:
+    """Stream examples.parquet to instructions.parquet; returns the number of rows."""
+    items = pl.read_parquet(items_path)
+    source = pq.ParquetFile(examples_path)
+
+    def convert(batch) -> pa.Table:
+        return to_arrow(build_instructions(pl.from_arrow(batch), items, domain, prompt, data))
+
+    schema = convert(source.schema_arrow.empty_table()).schema
+    rows = 0
+    with parquet_sink(out_path, schema) as writer:
+        for batch in source.iter_batches(batch_size=BATCH_ROWS):
+            writer.write_table(convert(batch).cast(schema))
+            rows += batch.num_rows
+    return rows
+
+
+def pool_instructions(paths: list[str | Path], out_path: str | Path) -> int:
+    """Concatenate instruction sets (the general domains) into one file, in the given order."""
+    rows = 0
+    schema = pq.read_schema(paths[0])
+    with parquet_sink(out_path, schema) as writer:
+        for path in paths:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    return rows

@@ -1,0 +1,117 @@
+"""The three Amazon review dump families (2014, 2018, 2023): reviews and item metadata.
+
+Each reader returns events (user, item, ts_ms, line) and titles (item, title, line), where a
+null title marks a metadata line with no usable title. Which key holds what differs by
+release; everything after this module is format-free.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from molorec.data.titles import clean_title
+from molorec.io.rawfile import FileAccount, read_records
+
+EVENT_SCHEMA = {"user": pl.String, "item": pl.String, "ts_ms": pl.Int64}
+TITLE_SCHEMA = {"item": pl.String, "title": pl.String}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one release keeps the fields we need."""
+
+    user: str
+    item: str
+    time: str
+    ms_per_unit: int  # 2014/2018 store seconds, 2023 milliseconds
+    meta_item: str
+    literal_meta: bool  # 2014 meta lines are Python dict literals, not JSON
+    item_fallback: str | None = None
+
+
+LAYOUTS = {
+    "amazon2014": Layout("reviewerID", "asin", "unixReviewTime", 1000, "asin", True),
+    "amazon2018": Layout("reviewerID", "asin", "unixReviewTime", 1000, "asin", False),
+    # 2023 items are product families: variants (asin) are folded into parent_asin.
+    "amazon2023": Layout("user_id", "parent_asin", "timestamp", 1, "parent_asin", False, "asin"),
+}
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and value != "" and value.isprintable()
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def parse_literal(line: bytes) -> object:
+    """A 2014 meta line: a Python literal, evaluated without ever running code."""
+    return ast.literal_eval(line.decode("utf-8"))
+
+
+def review_extractor(layout: Layout):
+    def extract(rec: object) -> tuple | str:
+        if not isinstance(rec, dict):
+            return "not a JSON object"
+        user = rec.get(layout.user)
+        item = rec.get(layout.item)
+        if item is None and layout.item_fallback:
+            item = rec.get(layout.item_fallback)
+        ts = _as_int(rec.get(layout.time))
+        if not _is_id(user):
+            return f"no usable {layout.user}"
+        if not _is_id(item):
+            return f"no usable {layout.item}"
+        if ts is None or ts < 0:
+            return f"no usable {layout.time}"
+        return user, item, ts * layout.ms_per_unit
+
+    return extract
+
+
+def meta_extractor(layout: Layout):
+    def extract(rec: object) -> tuple | str:
+        if not isinstance(rec, dict):
+            return "not a record"
+        item = rec.get(layout.meta_item)
+        if not _is_id(item):
+            return f"no usable {layout.meta_item}"
+        return item, clean_title(rec.get("title"))
+
+    return extract
+
+
+def read_reviews(path, fmt: str, on_truncated: str, max_malformed: float):
+    layout = LAYOUTS[fmt]
+    return read_records(
+        path, json.loads, review_extractor(layout), EVENT_SCHEMA, on_truncated, max_malformed
+    )
+
+
+def read_meta(path, fmt: str, on_truncated: str, max_malformed: float):
+    layout = LAYOUTS[fmt]
+    parse = parse_literal if layout.literal_meta else json.loads
+    return read_records(
+        path, parse, meta_extractor(layout), TITLE_SCHEMA, on_truncated, max_malformed
+    )
+
+
+def read_amazon(
+    fmt: str, reviews: str, meta: str, on_truncated: str, max_malformed: float
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, FileAccount]]:
+    events, reviews_account = read_reviews(reviews, fmt, on_truncated, max_malformed)
+    titles, meta_account = read_meta(meta, fmt, on_truncated, max_malformed)
+    return events, titles, {"reviews": reviews_account, "meta": meta_account}

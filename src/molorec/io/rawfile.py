@@ -1,0 +1,201 @@
+"""Reading raw dump files line by line, with honest accounting.
+
+Real dumps come gzip-compressed or plain, are sometimes cut short by an interrupted
+download, and contain lines that do not parse. This module turns a file into numbered
+lines, detects truncation, and keeps the counts every stage later reports.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+GZIP_MAGIC = b"\x1f\x8b"
+CHUNK_BYTES = 1 << 22
+FLUSH_RECORDS = 1 << 19
+
+
+class RawInputError(ValueError):
+    """A raw input file that cannot be used as it is; the message names file, line and reason."""
+
+
+@dataclass
+class FileAccount:
+    """What happened to every line of one raw file: read, kept, or dropped by reason."""
+
+    path: str
+    lines: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    truncated: bool = False
+    # Records when a line holds several (a MOOCCube user line lists many enrolments);
+    # None means one record per line.
+    records: int | None = None
+    first_bad_line: int | None = None
+    first_bad_reason: str | None = None
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.dropped[reason] += n
+
+    def drop_line(self, reason: str) -> None:
+        """A whole line dropped before parsing (blank, cut off by truncation)."""
+        self.dropped[reason] += 1
+        if self.records is not None:
+            self.records += 1
+
+    def bad(self, lineno: int, reason: str) -> None:
+        """A line that does not parse: counted as malformed, the first one remembered."""
+        self.dropped["malformed"] += 1
+        if self.records is not None:
+            self.records += 1
+        if self.first_bad_line is None:
+            self.first_bad_line, self.first_bad_reason = lineno, reason
+
+    def check_malformed(self, max_fraction: float) -> None:
+        n_bad = self.dropped.get("malformed", 0)
+        if n_bad and n_bad > max_fraction * self.lines:
+            raise RawInputError(
+                f"{self.path}: {n_bad} malformed lines of {self.lines} "
+                f"({n_bad / max(self.lines, 1):.3%}), above the limit of {max_fraction:.3%} "
+                f"(data.max_malformed_fraction); first bad line {self.first_bad_line}: "
+                f"{self.first_bad_reason}"
+            )
+
+    def as_dict(self) -> dict:
+        return {
+            "file": self.path,
+            "lines": self.lines,
+            "records": self.lines if self.records is None else self.records,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "truncated": self.truncated,
+        }
+
+
+def _plain_chunks(fh) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK_BYTES):
+        yield chunk
+
+
+def iter_lines(path: str | Path, account: FileAccount) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line bytes) for every line; blank lines are counted, not yielded.
+
+    Gzip or plain is detected from the first bytes, not the file name. A line left
+    incomplete by a truncated gzip stream is not yielded: it is dropped as 'truncated'.
+    """
+    path = Path(path)
+    lineno = 0
+    rest = b""
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == GZIP_MAGIC
+        fh.seek(0)
+        chunks = _gzip_stream(fh, account) if gz else _plain_chunks(fh)
+        for chunk in chunks:
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                lineno += 1
+                account.lines += 1
+                if line.strip():
+                    yield lineno, line
+                else:
+                    account.drop_line("blank")
+    if rest:
+        lineno += 1
+        account.lines += 1
+        if account.truncated:
+            account.drop_line("truncated")
+        elif rest.strip():
+            yield lineno, rest
+        else:
+            account.drop_line("blank")
+
+
+def _gzip_stream(fh, account: FileAccount) -> Iterator[bytes]:
+    """gzip decompression with truncation detection based on the decompressor's end state."""
+    decomp = zlib.decompressobj(wbits=31)
+    in_member = False
+    while raw := fh.read(CHUNK_BYTES):
+        while raw:
+            in_member = True
+            try:
+                out = decomp.decompress(raw)
+            except zlib.error as exc:
+                raise RawInputError(f"{account.path}: corrupt gzip data ({exc})") from exc
+            if out:
+                yield out
+            if decomp.eof:
+                # Concatenated gzip members are legal: continue with a fresh decompressor.
+                in_member = False
+                raw = decomp.unused_data
+                decomp = zlib.decompressobj(wbits=31)
+            else:
+                raw = b""
+    if in_member:
+        tail = decomp.flush()
+        if tail:
+            yield tail
+        account.truncated = True
+
+
+def truncation_error(account: FileAccount) -> RawInputError:
+    last = account.lines - account.dropped.get("truncated", 0)
+    return RawInputError(
+        f"{account.path}: gzip stream is truncated; the last complete line is line {last}. "
+        "Re-download the file, or set on_truncated: keep for this domain to use the "
+        "complete lines."
+    )
+
+
+def read_records(
+    path: str | Path,
+    parse: Callable[[bytes], object],
+    extract: Callable[[object], tuple | str],
+    schema: dict[str, pl.DataType],
+    on_truncated: str = "error",
+    max_malformed_fraction: float = 0.001,
+) -> tuple[pl.DataFrame, FileAccount]:
+    """Parse every line and extract one record from it.
+
+    ``parse`` turns the line into a value (raising on malformed input); ``extract`` returns
+    the record tuple, ordered as ``schema``, or the reason why a parsed line is unusable.
+    Returns the records with a ``line`` column (1-based line number) and the file's account.
+    """
+    account = FileAccount(str(path))
+    names = list(schema)
+    columns: list[list] = [[] for _ in range(len(names) + 1)]
+    frames: list[pl.DataFrame] = []
+    full_schema = {**schema, "line": pl.Int64}
+
+    def flush() -> None:
+        # Arrow columns hold the records far more compactly than Python objects do.
+        frames.append(pl.DataFrame(dict(zip(full_schema, columns)), schema=full_schema))
+        for col in columns:
+            col.clear()
+
+    for lineno, line in iter_lines(path, account):
+        try:
+            value = parse(line)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            account.bad(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
+            continue
+        rec = extract(value)
+        if isinstance(rec, str):
+            account.bad(lineno, rec)
+            continue
+        for col, v in zip(columns, rec):
+            col.append(v)
+        columns[-1].append(lineno)
+        if len(columns[-1]) >= FLUSH_RECORDS:
+            flush()
+    flush()
+    if account.truncated and on_truncated != "keep":
+        raise truncation_error(account)
+    account.check_malformed(max_malformed_fraction)
+    return pl.concat(frames, rechunk=True), account

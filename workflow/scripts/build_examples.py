@@ -1,0 +1,13 @@
+"""Rule build_examples: interactions -> leave-one-out examples with seeded candidates."""
+
+from molorec.data import examples
+from molorec.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    summary = examples.run(
+        snakemake.input.interactions,
+        snakemake.input.items,
+        examples.ExampleSettings(**snakemake.params.settings),
+        {"examples": snakemake.output.examples, "summary": snakemake.output.summary},
+    )
+    log.info("examples per split: %s", summary["examples"])

@@ -1,0 +1,19 @@
+"""Rule ingest_domain: raw dumps of one domain -> interactions, items, quality.json."""
+
+from molorec.data import ingest
+from molorec.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    quality = ingest.run(
+        snakemake.wildcards.domain,
+        snakemake.params.spec,
+        snakemake.params.data,
+        {key: snakemake.output[key] for key in ("interactions", "items", "quality")},
+    )
+    log.info(
+        "%s: %d users, %d items, %d interactions",
+        quality["domain"],
+        quality["users"],
+        quality["items"],
+        quality["interactions"],
+    )
