@@ -79,7 +79,10 @@ def _train_positions(
     user_idx, pos = user_idx[ok], pos[ok]
     if len(pos) > s.domain_train_samples:
         keys = np.array(
-            [stable_hash(s.seed, s.domain, users[u], "train", p) for u, p in zip(user_idx, pos)],
+            [
+                stable_hash(s.seed, s.domain, users[u], "train", p)
+                for u, p in zip(user_idx, pos, strict=True)
+            ],
             dtype=np.uint64,
         )
         take = np.sort(np.argsort(keys, kind="stable")[: s.domain_train_samples])

@@ -175,7 +175,9 @@ def read_records(
 
     def flush() -> None:
         # Arrow columns hold the records far more compactly than Python objects do.
-        frames.append(pl.DataFrame(dict(zip(full_schema, columns)), schema=full_schema))
+        frames.append(
+            pl.DataFrame(dict(zip(full_schema, columns, strict=True)), schema=full_schema)
+        )
         for col in columns:
             col.clear()
 
@@ -189,7 +191,7 @@ def read_records(
         if isinstance(rec, str):
             account.bad(lineno, rec)
             continue
-        for col, v in zip(columns, rec):
+        for col, v in zip(columns, rec, strict=False):  # the last column is the line
             col.append(v)
         columns[-1].append(lineno)
         if len(columns[-1]) >= FLUSH_RECORDS:
