@@ -173,8 +173,8 @@ def test_instructions_follow_the_paper_template():
     assert [system["role"], user["role"], assistant["role"]] == ["system", "user", "assistant"]
     assert system["content"] == "You are a helpful recommendation assistant."
     assert user["content"].startswith(
-        "Given the following purchase history of a user:[Title 1||Title 2||Title 3||Title 4||Title 5]. "
-        "Please select the top 4 most likely products"
+        "Given the following purchase history of a user:"
+        "[Title 1||Title 2||Title 3||Title 4||Title 5]. Please select the top 4 most likely"
     )
     assert "Candidates: [" in user["content"]
     assert user["content"].endswith(
