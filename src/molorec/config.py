@@ -7,6 +7,7 @@ Snakemake's ``validate`` runs the same schema; this module adds what a schema ca
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -17,6 +18,9 @@ from molorec.data.examples import ExampleSettings
 from molorec.data.instructions import DEFAULT_PROMPT, TEMPLATE_FIELDS, template_expr
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -48,17 +52,18 @@ def _apply_defaults(node: dict, schema: dict) -> None:
 def check_config(config: dict, base_dir: str | Path = ".", schema: dict | None = None) -> dict:
     """Validate ``config`` and fill defaults in place; raise ConfigError naming what is wrong."""
     schema = schema or load_schema()
+    for name in config.get("domains") or {}:
+        if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name) or name == "general":
+            raise ConfigError(
+                f"config: domain name {name!r} is not allowed: names must match "
+                "[a-z][a-z0-9_]* (they become folder names and wildcards) and 'general' "
+                "is reserved for the pooled general set"
+            )
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        where = _where(err.absolute_path)
-        if err.validator == "propertyNames":
-            raise ConfigError(
-                f"config: domain name {err.instance!r} is not allowed: names must match "
-                "[a-z][a-z0-9_]* and 'general' is reserved for the pooled general set"
-            )
-        raise ConfigError(f"config: {where}: {err.message}")
+        raise ConfigError(f"config: {_where(err.absolute_path)}: {err.message}")
     _apply_defaults(config, schema)
 
     base = Path(base_dir)

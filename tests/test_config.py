@@ -1,0 +1,77 @@
+"""config.yaml validation: every mistake stops the run with the domain, key and path."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from molorec.config import ConfigError, check_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config(tmp_path):
+    for name in ("r.json.gz", "m.json.gz"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "mooc" / "entities").mkdir(parents=True)
+    for name in ("user.json", "course.json"):
+        (tmp_path / "mooc" / "entities" / name).write_text("")
+    return {
+        "seed": 1,
+        "domains": {
+            "beauty": {"role": "target", "format": "amazon2014", "reviews": "r.json.gz", "meta": "m.json.gz"},
+            "courses": {"role": "target", "format": "mooccube", "path": "mooc"},
+            "games": {"role": "general", "format": "amazon2018", "reviews": "r.json.gz", "meta": "m.json.gz"},
+        },
+    }
+
+
+def test_valid_config_gets_defaults(config, tmp_path):
+    checked = check_config(copy.deepcopy(config), base_dir=tmp_path)
+    assert checked["data"]["n_candidates"] == 30
+    assert checked["data"]["kcore"] == 5
+    assert checked["domains"]["beauty"]["on_truncated"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["domains"]["beauty"].update(fromat="amazon2014"), r"domains\.beauty.*'fromat'"),
+        (lambda c: c["domains"]["beauty"].update(format="amazon2015"), r"domains\.beauty\.format.*'amazon2015'"),
+        (lambda c: c["domains"].update({"Beauty-2": c["domains"]["beauty"]}), r"domain name 'Beauty-2'"),
+        (lambda c: c["domains"].update({"general": c["domains"]["games"]}), r"domain name 'general'"),
+        (lambda c: c["domains"]["beauty"].update(reviews="missing.json.gz"), r"domains\.beauty\.reviews.*missing\.json\.gz"),
+        (lambda c: c["domains"]["courses"].update(path="nowhere"), r"domains\.courses\.path.*nowhere"),
+        (lambda c: c["domains"]["beauty"].pop("meta"), r"domains\.beauty.*'meta' is a required"),
+        (lambda c: c["domains"]["beauty"].update(on_truncated="maybe"), r"domains\.beauty\.on_truncated"),
+        (lambda c: c.update(data={"n_candidates": 3, "answer_size": 5}), r"data\.answer_size"),
+        (lambda c: c.update(data={"kcore": -1}), r"data\.kcore"),
+        (lambda c: c.update(extra=1), r"'extra' was unexpected"),
+        (lambda c: c.update(prompt={"user": "{histroy}"}), r"prompt for domain .*\{histroy\}"),
+    ],
+)
+def test_config_errors_name_what_is_wrong(config, tmp_path, mutate, message):
+    mutate(config)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, base_dir=tmp_path)
+
+
+def test_snakemake_stops_before_any_job_on_a_bad_config(config, tmp_path):
+    config["domains"]["beauty"]["reviews"] = "gone/reviews_Beauty_5.json.gz"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
+         "--directory", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "domains.beauty.reviews: input not found: gone/reviews_Beauty_5.json.gz" in out
+    assert not (tmp_path / "results").exists()
