@@ -13,6 +13,8 @@ rule ingest_domain:
     params:
         spec=domain_spec,
         data=ingest_params,
+    conda:
+        "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
@@ -32,6 +34,8 @@ rule build_examples:
         "logs/data/{domain}/examples.log",
     params:
         settings=examples_params,
+    conda:
+        "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
@@ -50,6 +54,8 @@ rule build_instructions:
         "logs/data/{domain}/instructions.log",
     params:
         instruction_params,
+    conda:
+        "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
@@ -65,6 +71,8 @@ rule pool_general_instructions:
         "results/data/general/instructions.parquet",
     log:
         "logs/data/general/pool.log",
+    conda:
+        "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,

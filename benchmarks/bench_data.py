@@ -1,0 +1,114 @@
+"""Data-stage benchmark: synthetic Amazon-2014 dumps of Beauty and Books size.
+
+For each size it writes the raw dumps (cached), then runs the whole data stage of one
+target domain -- ingest, examples, instructions -- in a fresh process and prints wall
+seconds per step and the process's peak RSS. Targets on a 2-core machine: Beauty size
+<= 30 s; Books size completes with peak RSS <= 8 GB.
+
+    python benchmarks/bench_data.py [--sizes beauty books] [--cache /tmp/molorec-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SIZES = {
+    # name: (category, users, items, reviews) -- the 5-core Amazon 2014 figures
+    "beauty": ("Beauty", 22_363, 12_101, 198_502),
+    "books": ("Books", 603_668, 367_982, 8_898_041),
+}
+
+
+def run_stage(reviews: Path, meta: Path, out: Path) -> dict:
+    """Runs in the child process: the three steps of the data stage, timed."""
+    from molorec.data import examples, ingest
+    from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
+
+    data = {
+        "kcore": 5,
+        "max_malformed_fraction": 0.001,
+        "n_candidates": 30,
+        "answer_size": 5,
+    }
+    spec = {"format": "amazon2014", "reviews": str(reviews), "meta": str(meta)}
+    paths = {
+        "interactions": out / "interactions.parquet",
+        "items": out / "items.parquet",
+        "quality": out / "quality.json",
+        "examples": out / "examples.parquet",
+        "summary": out / "examples.json",
+    }
+    times = {}
+    t = time.perf_counter()
+    quality = ingest.run("bench", spec, data, paths)
+    times["ingest_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    settings = examples.ExampleSettings(seed=42, domain="bench", role="target")
+    summary = examples.run(paths["interactions"], paths["items"], settings, paths)
+    times["examples_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rows = write_instructions(
+        paths["examples"], paths["items"], out / "instructions.parquet", "bench",
+        DEFAULT_PROMPT, data,
+    )
+    times["instructions_s"] = time.perf_counter() - t
+    times["total_s"] = sum(times.values())
+    return {
+        **times,
+        "reviews": quality["reviews"]["lines"],
+        "interactions": quality["interactions"],
+        "examples": summary["examples"],
+        "instructions": rows,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench"))
+    ap.add_argument("--child", nargs=3, metavar=("REVIEWS", "META", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        reviews, meta, out = map(Path, args.child)
+        print(json.dumps(run_stage(reviews, meta, out)))
+        return
+
+    from molorec.sample import write_amazon2014_synthetic
+
+    for name in args.sizes:
+        category, users, items, reviews = SIZES[name]
+        raw = args.cache / name / "raw"
+        done = raw / ".complete"
+        if not done.exists():
+            t = time.perf_counter()
+            raw.mkdir(parents=True, exist_ok=True)
+            write_amazon2014_synthetic(raw, category, users, items, reviews, seed=0)
+            done.touch()
+            print(f"[{name}] generated raw dumps in {time.perf_counter() - t:.1f} s", flush=True)
+        out = args.cache / name / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(raw / f"reviews_{category}_5.json.gz"),
+             str(raw / f"meta_{category}.json.gz"), str(out)],
+            check=True, capture_output=True, text=True,
+        )
+        r = json.loads(child.stdout.strip().splitlines()[-1])
+        print(
+            f"[{name}] {r['reviews']:,} reviews -> {r['interactions']:,} interactions, "
+            f"{r['instructions']:,} instructions {r['examples']}\n"
+            f"[{name}] ingest {r['ingest_s']:.1f} s | examples {r['examples_s']:.1f} s | "
+            f"instructions {r['instructions_s']:.1f} s | total {r['total_s']:.1f} s | "
+            f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GB",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The data stage through Snakemake on the bundled sample: contracts and determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = ["results/data/general/instructions.parquet"]
+
+
+def sample_config() -> dict:
+    """The repo's config.yaml with its input paths made absolute."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for spec in config["domains"].values():
+        for key in ("reviews", "meta", "path"):
+            if key in spec:
+                spec[key] = str(REPO / spec[key])
+    return config
+
+
+def run_workflow(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
+         "--directory", str(workdir), *extra],
+        capture_output=True,
+        text=True,
+    )
+
+
+def data_targets(config: dict) -> list[str]:
+    return [f"results/data/{d}/instructions.parquet" for d in config["domains"]] + TARGETS
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    config = sample_config()
+    workdir = tmp_path_factory.mktemp("sample_run")
+    proc = run_workflow(workdir, config, *data_targets(config))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir, config
+
+
+def test_quality_accounts_for_every_record(sample_run):
+    workdir, config = sample_run
+    for domain in config["domains"]:
+        q = json.loads((workdir / f"results/data/{domain}/quality.json").read_text())
+        for section in ("reviews", "meta"):
+            s = q[section]
+            assert s["records"] == s["kept"] + sum(s["dropped"].values()), (domain, section)
+            assert s["truncated"] is False
+        assert q["reviews"]["kept"] == q["interactions"]
+        inter = pl.read_parquet(workdir / f"results/data/{domain}/interactions.parquet")
+        assert inter.height == q["interactions"]
+        assert inter.schema == pl.Schema({"user": pl.String, "item": pl.String, "ts": pl.Int64})
+
+
+def test_examples_contract(sample_run):
+    workdir, config = sample_run
+    for domain, spec in config["domains"].items():
+        base = workdir / f"results/data/{domain}"
+        ex = pl.read_parquet(base / "examples.parquet")
+        items = pl.read_parquet(base / "items.parquet")
+        inter = pl.read_parquet(base / "interactions.parquet")
+        assert set(ex.columns) >= {"user", "split", "history", "target", "candidates", "cold"}
+        assert ex["candidates"].list.len().unique().to_list() == [config["data"]["n_candidates"]]
+        assert set(ex["target"]) <= set(items["item"])
+        users = inter["user"].n_unique()
+        splits = ex.group_by("split").len()
+        n = dict(splits.rows())
+        assert n["val"] == users
+        if spec["role"] == "target":
+            assert n["test"] == users and n.get("train", 0) > 0
+            assert ex.filter(pl.col("split") == "train")["cold"].sum() == 0
+        else:
+            assert set(n) == {"val"}
+
+
+def test_instructions_load_with_datasets(sample_run):
+    import datasets
+
+    workdir, config = sample_run
+    path = workdir / "results/data/courses/instructions.parquet"
+    ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    messages = ds[0]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert "course enrollment history" in messages[1]["content"]
+    # Chinese course names survive end to end.
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in messages[1]["content"])
+
+
+def test_general_set_pools_the_general_domains_only(sample_run):
+    workdir, config = sample_run
+    pooled = pl.read_parquet(workdir / "results/data/general/instructions.parquet")
+    general = sorted(d for d, s in config["domains"].items() if s["role"] == "general")
+    assert sorted(pooled["domain"].unique()) == general
+    assert pooled["split"].unique().to_list() == ["val"]
+    total = sum(
+        pl.read_parquet(workdir / f"results/data/{d}/instructions.parquet").height for d in general
+    )
+    assert pooled.height == total
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in {".parquet", ".json"}
+    }
+
+
+def test_two_runs_give_byte_identical_outputs(sample_run, tmp_path):
+    workdir, config = sample_run
+    proc = run_workflow(tmp_path, config, *data_targets(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = digest_tree(workdir / "results/data")
+    assert first and first == digest_tree(tmp_path / "results/data")
