@@ -54,8 +54,12 @@ def run_stage(reviews: Path, meta: Path, out: Path) -> dict:
     times["examples_s"] = time.perf_counter() - t
     t = time.perf_counter()
     rows = write_instructions(
-        paths["examples"], paths["items"], out / "instructions.parquet", "bench",
-        DEFAULT_PROMPT, data,
+        paths["examples"],
+        paths["items"],
+        out / "instructions.parquet",
+        "bench",
+        DEFAULT_PROMPT,
+        data,
     )
     times["instructions_s"] = time.perf_counter() - t
     times["total_s"] = sum(times.values())
@@ -95,9 +99,17 @@ def main() -> None:
         out = args.cache / name / "out"
         out.mkdir(parents=True, exist_ok=True)
         child = subprocess.run(
-            [sys.executable, __file__, "--child", str(raw / f"reviews_{category}_5.json.gz"),
-             str(raw / f"meta_{category}.json.gz"), str(out)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(raw / f"reviews_{category}_5.json.gz"),
+                str(raw / f"meta_{category}.json.gz"),
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         r = json.loads(child.stdout.strip().splitlines()[-1])
         print(

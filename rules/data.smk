@@ -6,7 +6,7 @@ rule ingest_domain:
         raw_inputs,
     output:
         interactions="results/data/{domain}/interactions.parquet",
-        items="results/data/{domain}/items.parquet",
+        catalog="results/data/{domain}/items.parquet",
         quality="results/data/{domain}/quality.json",
     log:
         "logs/data/{domain}/ingest.log",
@@ -26,7 +26,7 @@ rule ingest_domain:
 rule build_examples:
     input:
         interactions="results/data/{domain}/interactions.parquet",
-        items="results/data/{domain}/items.parquet",
+        catalog="results/data/{domain}/items.parquet",
     output:
         examples="results/data/{domain}/examples.parquet",
         summary="results/data/{domain}/examples.json",
@@ -47,7 +47,7 @@ rule build_examples:
 rule build_instructions:
     input:
         examples="results/data/{domain}/examples.parquet",
-        items="results/data/{domain}/items.parquet",
+        catalog="results/data/{domain}/items.parquet",
     output:
         "results/data/{domain}/instructions.parquet",
     log:

@@ -25,9 +25,19 @@ def config(tmp_path):
     return {
         "seed": 1,
         "domains": {
-            "beauty": {"role": "target", "format": "amazon2014", "reviews": "r.json.gz", "meta": "m.json.gz"},
+            "beauty": {
+                "role": "target",
+                "format": "amazon2014",
+                "reviews": "r.json.gz",
+                "meta": "m.json.gz",
+            },
             "courses": {"role": "target", "format": "mooccube", "path": "mooc"},
-            "games": {"role": "general", "format": "amazon2018", "reviews": "r.json.gz", "meta": "m.json.gz"},
+            "games": {
+                "role": "general",
+                "format": "amazon2018",
+                "reviews": "r.json.gz",
+                "meta": "m.json.gz",
+            },
         },
     }
 
@@ -42,14 +52,35 @@ def test_valid_config_gets_defaults(config, tmp_path):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda c: c["domains"]["beauty"].update(fromat="amazon2014"), r"domains\.beauty.*'fromat'"),
-        (lambda c: c["domains"]["beauty"].update(format="amazon2015"), r"domains\.beauty\.format.*'amazon2015'"),
-        (lambda c: c["domains"].update({"Beauty-2": c["domains"]["beauty"]}), r"domain name 'Beauty-2'"),
-        (lambda c: c["domains"].update({"general": c["domains"]["games"]}), r"domain name 'general'"),
-        (lambda c: c["domains"]["beauty"].update(reviews="missing.json.gz"), r"domains\.beauty\.reviews.*missing\.json\.gz"),
-        (lambda c: c["domains"]["courses"].update(path="nowhere"), r"domains\.courses\.path.*nowhere"),
+        (
+            lambda c: c["domains"]["beauty"].update(fromat="amazon2014"),
+            r"domains\.beauty.*'fromat'",
+        ),
+        (
+            lambda c: c["domains"]["beauty"].update(format="amazon2015"),
+            r"domains\.beauty\.format.*'amazon2015'",
+        ),
+        (
+            lambda c: c["domains"].update({"Beauty-2": c["domains"]["beauty"]}),
+            r"domain name 'Beauty-2'",
+        ),
+        (
+            lambda c: c["domains"].update({"general": c["domains"]["games"]}),
+            r"domain name 'general'",
+        ),
+        (
+            lambda c: c["domains"]["beauty"].update(reviews="missing.json.gz"),
+            r"domains\.beauty\.reviews.*missing\.json\.gz",
+        ),
+        (
+            lambda c: c["domains"]["courses"].update(path="nowhere"),
+            r"domains\.courses\.path.*nowhere",
+        ),
         (lambda c: c["domains"]["beauty"].pop("meta"), r"domains\.beauty.*'meta' is a required"),
-        (lambda c: c["domains"]["beauty"].update(on_truncated="maybe"), r"domains\.beauty\.on_truncated"),
+        (
+            lambda c: c["domains"]["beauty"].update(on_truncated="maybe"),
+            r"domains\.beauty\.on_truncated",
+        ),
         (lambda c: c.update(data={"n_candidates": 3, "answer_size": 5}), r"data\.answer_size"),
         (lambda c: c.update(data={"kcore": -1}), r"data\.kcore"),
         (lambda c: c.update(extra=1), r"'extra' was unexpected"),
@@ -66,8 +97,17 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(config, tmp_path):
     config["domains"]["beauty"]["reviews"] = "gone/reviews_Beauty_5.json.gz"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
-         "--directory", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--cores",
+            "1",
+            "--directory",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )

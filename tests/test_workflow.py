@@ -30,8 +30,18 @@ def run_workflow(workdir: Path, config: dict, *extra: str) -> subprocess.Complet
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2",
-         "--directory", str(workdir), *extra],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--cores",
+            "2",
+            "--directory",
+            str(workdir),
+            *extra,
+        ],
         capture_output=True,
         text=True,
     )

@@ -162,16 +162,16 @@ def _reviewer_name(rng: random.Random) -> str | None:
 # Domain vocabularies.  A line is an ordered series of items (a routine, a
 # game franchise, a course sequence); users mostly walk one or two lines.
 
-Line = tuple[str, list[str]]  # (brand, titles in series order)
-Family = tuple[tuple[str, ...], list[Line]]  # (category path, lines)
+_Line = tuple[str, list[str]]  # (brand, titles in series order)
+_Family = tuple[tuple[str, ...], list[_Line]]  # (category path, lines)
 
 
-def _cross(brands: str, steps: str) -> list[Line]:
+def _cross(brands: str, steps: str) -> list[_Line]:
     """Every brand runs the same ordered routine: one line per brand."""
     return [(b, [f"{b} {s}" for s in steps.split("|")]) for b in brands.split("|")]
 
 
-def _series(*specs: str) -> list[Line]:
+def _series(*specs: str) -> list[_Line]:
     """Explicit lines written as 'Brand: first|second|...'."""
     lines = []
     for spec in specs:
@@ -180,7 +180,7 @@ def _series(*specs: str) -> list[Line]:
     return lines
 
 
-_BEAUTY: list[Family] = [
+_BEAUTY: list[_Family] = [
     (
         ("Beauty", "Skin Care", "Face"),
         _cross(
@@ -213,7 +213,7 @@ _BEAUTY: list[Family] = [
 ]
 
 
-def _phone_lines() -> list[Line]:
+def _phone_lines() -> list[_Line]:
     """Phone -> case -> screen protector -> charger -> mount for that model."""
     models = (
         "Apple iPhone 4|Apple iPhone 4S|Apple iPhone 5|Apple iPhone 5c|"
@@ -259,7 +259,7 @@ def _phone_lines() -> list[Line]:
     return lines
 
 
-_CELL_PHONES: list[Family] = [
+_CELL_PHONES: list[_Family] = [
     (("Cell Phones & Accessories", "Cell Phones"), _phone_lines()),
     (
         ("Cell Phones & Accessories", "Accessories"),
@@ -280,7 +280,7 @@ _CELL_PHONES: list[Family] = [
     ),
 ]
 
-_VIDEO_GAMES: list[Family] = [
+_VIDEO_GAMES: list[_Family] = [
     (
         ("Video Games", "Xbox 360", "Games"),
         _series(
@@ -380,7 +380,7 @@ _VIDEO_GAMES: list[Family] = [
     ),
 ]
 
-_SPORTS: list[Family] = [
+_SPORTS: list[_Family] = [
     (
         ("Sports & Outdoors", "Outdoor Recreation", "Camping & Hiking"),
         _cross(
@@ -416,7 +416,7 @@ _SPORTS: list[Family] = [
     ),
 ]
 
-_PET_SUPPLIES: list[Family] = [
+_PET_SUPPLIES: list[_Family] = [
     (
         ("Pet Supplies", "Dogs", "Food"),
         _cross(
@@ -493,7 +493,7 @@ _LEGO_THEMES = (
 )  # fmt: skip
 
 
-def _lego_lines() -> list[Line]:
+def _lego_lines() -> list[_Line]:
     lines = []
     for theme, first, sets in _LEGO_THEMES:
         titles = [
@@ -504,7 +504,7 @@ def _lego_lines() -> list[Line]:
     return lines
 
 
-_TOYS: list[Family] = [
+_TOYS: list[_Family] = [
     (("Toys & Games", "Building Toys", "Building Sets"), _lego_lines()),
     (
         ("Toys & Games", "Games & Accessories", "Board Games"),
@@ -606,7 +606,7 @@ class _Item:
     pos: int  # position in its line
 
 
-def _catalog(families: Sequence[Family]) -> tuple[list[_Item], list[list[int]]]:
+def _catalog(families: Sequence[_Family]) -> tuple[list[_Item], list[list[int]]]:
     """Flatten families into items plus each line as a list of item indices."""
     items: list[_Item] = []
     lines: list[list[int]] = []
@@ -693,6 +693,14 @@ def _simulate(
     return seqs
 
 
+def _thin_items(rng: random.Random, seqs: list[list[int]], n_items: int, count: int) -> None:
+    """Leave `count` random items with only 1-4 users, as in a non-5-core dump."""
+    for item in rng.sample(range(n_items), count):
+        holders = [u for u, seq in enumerate(seqs) if item in seq and len(seq) > 1]
+        for u in holders[rng.randint(1, 4) :]:
+            seqs[u].remove(item)
+
+
 def _days(rng: random.Random, n: int, lo: int, hi: int) -> list[int]:
     """n strictly increasing days inside one user's activity window."""
     span = min(hi - lo, max(20 * n, rng.randint(90, 1200)))
@@ -707,7 +715,11 @@ _PAGE_SCRIPT = "var aPageStart = (new Date()).getTime();"
 
 
 def _title_junk(
-    rng: random.Random, items: list[_Item], ids: list[str], meta_name: str
+    rng: random.Random,
+    items: list[_Item],
+    ids: list[str],
+    meta_name: str,
+    reviewed: Sequence[bool],
 ) -> tuple[dict[int, str | None], list[int], list[str]]:
     """Deface a few meta titles.
 
@@ -716,9 +728,12 @@ def _title_junk(
     """
     quoted = [i for i, item in enumerate(items) if "'" in item.title or "&" in item.title]
     entity = rng.sample(quoted, 2)
-    rest = [i for i in range(len(items)) if i not in entity]
-    picks = rng.sample(rest, 9)
-    missing, html, spaces, pipes, dups = picks[:3], picks[3:5], picks[5], picks[6], picks[7:]
+    # Items left without a usable title must have reviews, so the pipeline has
+    # reviews to drop as no_title.
+    untitled = rng.sample([i for i in range(len(items)) if reviewed[i] and i not in entity], 5)
+    missing, html = untitled[:3], untitled[3:]
+    rest = [i for i in range(len(items)) if i not in entity and i not in untitled]
+    spaces, pipes, *dups = rng.sample(rest, 4)
     overrides: dict[int, str | None] = {i: None for i in missing}
     overrides[html[0]] = _PAGE_SCRIPT
     overrides[html[1]] = f'<span class="a-size-large">{items[html[1]].title}</span>'
@@ -744,13 +759,31 @@ def _title_junk(
 
 def _duplicate_reviews(
     rng: random.Random, records: list[dict], later: Callable[[dict, int], dict]
-) -> list[tuple[int, int]]:
+) -> list[dict]:
     """Repeat 2-3 reviews (same user and item, a later time) right after the
-    original; returns (original index, copy index) pairs for the README."""
-    picks = sorted(rng.sample(range(len(records)), rng.randint(2, 3)), reverse=True)
-    for p in picks:
-        records.insert(p + 1, later(records[p], rng.randint(1, 30)))
-    return [(p, p + 1) for p in picks]
+    original; returns the copies for the README."""
+    copies = []
+    # Inserting from the back keeps the earlier picked positions valid.
+    for p in sorted(rng.sample(range(len(records)), rng.randint(2, 3)), reverse=True):
+        copies.append(later(records[p], rng.randint(1, 30)))
+        records.insert(p + 1, copies[-1])
+    return copies
+
+
+def _insert_copies(
+    rng: random.Random,
+    lines: list[str],
+    originals: list[str],
+    copy: Callable[[str], str] | None = None,
+    *,
+    before: bool = False,
+) -> None:
+    """Insert a (possibly altered) copy of each original line at a random
+    position after it, or before it."""
+    for original in originals:
+        pos = lines.index(original)  # the first occurrence is the original
+        at = rng.randint(0, pos) if before else rng.randint(pos + 1, len(lines))
+        lines.insert(at, copy(original) if copy else original)
 
 
 def _truncate_one(rng: random.Random, lines: list[str], enabled: bool) -> int | None:
@@ -773,7 +806,12 @@ def _also_bought(
     item = items[i]
     nxt = lines[item.line][item.pos + 1 : item.pos + 4]
     noise = rng.sample(range(len(items)), rng.randint(0, 3))
-    return [ids[j] for j in [*nxt, *noise] if j != i]
+    return [ids[j] for j in dict.fromkeys([*nxt, *noise]) if j != i]
+
+
+def _description(rng: random.Random, item: _Item) -> str:
+    # Brand and category only: the title must not leak into items whose title is junk.
+    return f"A {item.path[-1].lower()} product by {item.brand}. {rng.choice(_DETAILS)}"
 
 
 def _image_url(rng: random.Random, host: str, suffix: str) -> str:
@@ -790,7 +828,7 @@ _2014_IMG = "http://ecx.images-amazon.com"
 def _write_amazon2014(
     out_dir: Path,
     category: str,
-    families: list[Family],
+    families: list[_Family],
     *,
     seed: int,
     n_users: int,
@@ -834,7 +872,9 @@ def _write_amazon2014(
     bad = _truncate_one(rng, review_lines, malformed)
 
     meta_name = f"amazon2014/meta_{category}.json.gz"
-    overrides, dup_items, title_notes = _title_junk(rng, items, asins, meta_name)
+    overrides, dup_items, title_notes = _title_junk(
+        rng, items, asins, meta_name, [True] * len(items)
+    )
     meta_lines = []
     order = list(range(len(items)))
     rng.shuffle(order)
@@ -854,15 +894,14 @@ def _write_amazon2014(
         meta["salesRank"] = {item.path[0]: rng.randint(100, 400_000)}
         meta["categories"] = [list(item.path)]
         meta["brand"] = item.brand
-        meta["description"] = f"{item.title}. {rng.choice(_DETAILS)}"
+        meta["description"] = _description(rng, item)
         meta_lines.append(repr(meta))
-    for i in dup_items:  # exact repeat somewhere after the original line
-        pos = order.index(i)
-        meta_lines.insert(rng.randint(pos + 1, len(meta_lines)), meta_lines[pos])
+    # Exact repeats somewhere after the original line.
+    _insert_copies(rng, meta_lines, [meta_lines[order.index(i)] for i in dup_items])
     code_at = rng.randrange(len(meta_lines) // 4, 3 * len(meta_lines) // 4)
     meta_lines.insert(code_at, "__import__('os').system('echo pwned')")
 
-    pairs = ", ".join(f"({records[c]['reviewerID']}, {records[c]['asin']})" for _, c in dups)
+    pairs = ", ".join(f"({c['reviewerID']}, {c['asin']})" for c in dups)
     notes.append(f"`{review_name}`: duplicate (user, item) reviews with a later time: {pairs}")
     if bad:
         notes.append(f"`{review_name}`: line {bad} is truncated JSON")
@@ -900,7 +939,7 @@ def _style_2018(rng: random.Random, item: _Item) -> dict[str, str] | None:
 def _write_amazon2018(
     out_dir: Path,
     category: str,
-    families: list[Family],
+    families: list[_Family],
     *,
     seed: int,
     n_users: int,
@@ -957,7 +996,9 @@ def _write_amazon2018(
     bad = _truncate_one(rng, review_lines, malformed)
 
     meta_name = f"amazon2018/meta_{category}.json.gz"
-    overrides, dup_items, title_notes = _title_junk(rng, items, asins, meta_name)
+    overrides, dup_items, title_notes = _title_junk(
+        rng, items, asins, meta_name, [True] * len(items)
+    )
     meta_lines = []
     order = list(range(len(items)))
     rng.shuffle(order)
@@ -969,7 +1010,7 @@ def _write_amazon2018(
         meta = {
             "category": list(item.path),
             "tech1": "",
-            "description": [f"{item.title}. {rng.choice(_DETAILS)}"],
+            "description": [_description(rng, item)],
             "fit": "",
             "title": overrides.get(i, item.title),
             "also_buy": also,
@@ -990,14 +1031,15 @@ def _write_amazon2018(
         if meta["title"] is None:
             del meta["title"]
         meta_lines.append(json.dumps(meta))
-    for i in dup_items:
-        # The real 2018 meta has empty-title lines ahead of the complete one.
-        pos = order.index(i)
-        empty = json.loads(meta_lines[pos])
-        empty["title"] = ""
-        meta_lines.insert(rng.randint(0, pos), json.dumps(empty))
 
-    pairs = ", ".join(f"({records[c]['reviewerID']}, {records[c]['asin']})" for _, c in dups)
+    def empty_title(line: str) -> str:
+        return json.dumps({**json.loads(line), "title": ""})
+
+    # The real 2018 meta has empty-title lines ahead of the complete one.
+    originals = [meta_lines[order.index(i)] for i in dup_items]
+    _insert_copies(rng, meta_lines, originals, empty_title, before=True)
+
+    pairs = ", ".join(f"({c['reviewerID']}, {c['asin']})" for c in dups)
     notes.append(f"`{review_name}`: duplicate (user, item) reviews with a later time: {pairs}")
     if bad:
         notes.append(f"`{review_name}`: line {bad} is truncated JSON")
@@ -1022,7 +1064,7 @@ _2023_IMG = "https://m.media-amazon.com"
 def _write_amazon2023(
     out_dir: Path,
     category: str,
-    families: list[Family],
+    families: list[_Family],
     *,
     seed: int,
     n_users: int,
@@ -1031,8 +1073,9 @@ def _write_amazon2023(
 ) -> list[Path]:
     rng = random.Random(seed)
     items, lines = _catalog(families)
-    # Not 5-core: some light users, and the popularity tail stays thin.
+    # Not 5-core: some light users and a few items with only 1-4 reviews.
     seqs = _simulate(rng, lines, len(items), n_users, light_share=0.12)
+    _thin_items(rng, seqs, len(items), count=6)
     parents = _unique(lambda: "B0" + _code(rng, 8), len(items))
     variants = [
         [p] + ["B0" + _code(rng, 8) for _ in range(rng.randint(1, 3))]
@@ -1086,7 +1129,8 @@ def _write_amazon2023(
         ratings[by_parent[rec["parent_asin"]]].append(rec["rating"])
 
     meta_name = f"amazon2023/meta_{category}.jsonl.gz"
-    overrides, dup_items, title_notes = _title_junk(rng, items, parents, meta_name)
+    reviewed = [bool(r) for r in ratings]
+    overrides, dup_items, title_notes = _title_junk(rng, items, parents, meta_name, reviewed)
     meta_lines = []
     order = list(range(len(items)))
     rng.shuffle(order)
@@ -1101,7 +1145,7 @@ def _write_amazon2023(
             average_rating=round(min(5.0, max(1.0, mean + rng.uniform(-0.3, 0.3))), 1),
             rating_number=len(ratings[i]) * rng.randint(3, 40) + rng.randint(0, 50),
             features=rng.sample(_DETAILS, 2),
-            description=[f"{item.title}. {rng.choice(_DETAILS)}"],
+            description=[_description(rng, item)],
             price=round(rng.uniform(3.0, 90.0), 2) if rng.random() < 0.75 else None,
             images=[
                 {
@@ -1122,11 +1166,9 @@ def _write_amazon2023(
             bought_together=None,
         )
         meta_lines.append(json.dumps(meta))
-    for i in dup_items:
-        pos = order.index(i)
-        meta_lines.insert(rng.randint(pos + 1, len(meta_lines)), meta_lines[pos])
+    _insert_copies(rng, meta_lines, [meta_lines[order.index(i)] for i in dup_items])
 
-    pairs = ", ".join(f"({records[c]['user_id']}, {records[c]['parent_asin']})" for _, c in dups)
+    pairs = ", ".join(f"({c['user_id']}, {c['parent_asin']})" for c in dups)
     notes.append(f"`{review_name}`: duplicate (user, item) reviews with a later time: {pairs}")
     if bad:
         notes.append(f"`{review_name}`: line {bad} is truncated JSON")
@@ -1431,8 +1473,8 @@ def write_amazon2014_synthetic(
 
     Writes ``reviews_{category}_5.json.gz`` and ``meta_{category}.json.gz``:
     every user and item has >= 5 reviews, (user, item) pairs are unique, and
-    about 1.5% of items lack a title.  Books size (603,668 / 367,982 /
-    8,898,041) takes a few minutes at most and a few hundred MB of memory.
+    about 1.5% of items lack a title.  Books size (603,668 users / 367,982
+    items / 8,898,041 reviews) takes about a minute and under 0.5 GB RSS.
     """
     if min(n_users, n_items) < 5 or n_reviews < 5 * max(n_users, n_items):
         raise ValueError("need >= 5 users, >= 5 items and >= 5 reviews per user/item")
@@ -1497,14 +1539,16 @@ def write_amazon2014_synthetic(
             stars = rng.choice(5, size=n, p=_RATING_P)
             total = np.minimum(rng.geometric(0.45, n) - 1, _HELPFUL_MAX)
             found = rng.binomial(total, 0.7)
+            # One pool index per review keeps its summary and text consistent.
+            pick = stars * _TEXTS_PER_RATING + rng.integers(0, _TEXTS_PER_RATING, n)
             columns = (
                 reviewer_ids[u],
                 asins[i],
                 user_names[u],
                 helpful[total * (total + 1) // 2 + found],
-                texts[stars * _TEXTS_PER_RATING + rng.integers(0, _TEXTS_PER_RATING, n)],
+                texts[pick],
                 overall[stars],
-                summaries[stars * _TEXTS_PER_RATING + rng.integers(0, _TEXTS_PER_RATING, n)],
+                summaries[pick],
                 tails[days],
             )
             chunk = "".join(

@@ -6,7 +6,7 @@ from molorec.runlog import log_to
 with log_to(snakemake.log[0]) as log:
     summary = examples.run(
         snakemake.input.interactions,
-        snakemake.input.items,
+        snakemake.input.catalog,
         examples.ExampleSettings(**snakemake.params.settings),
         {"examples": snakemake.output.examples, "summary": snakemake.output.summary},
     )

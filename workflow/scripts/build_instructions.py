@@ -7,7 +7,7 @@ with log_to(snakemake.log[0]) as log:
     params = snakemake.params[0]
     rows = write_instructions(
         snakemake.input.examples,
-        snakemake.input.items,
+        snakemake.input.catalog,
         snakemake.output[0],
         snakemake.wildcards.domain,
         params["prompt"],

@@ -8,7 +8,11 @@ with log_to(snakemake.log[0]) as log:
         snakemake.wildcards.domain,
         snakemake.params.spec,
         snakemake.params.data,
-        {key: snakemake.output[key] for key in ("interactions", "items", "quality")},
+        {
+            "interactions": snakemake.output.interactions,
+            "items": snakemake.output.catalog,
+            "quality": snakemake.output.quality,
+        },
     )
     log.info(
         "%s: %d users, %d items, %d interactions",
