@@ -36,13 +36,19 @@ def raw_inputs(wildcards):
     """The raw dump files of one domain, so Snakemake reruns it when they change."""
     spec = domain_spec(wildcards)
     if spec["format"] == "mooccube":
-        return [f"{spec['path']}/entities/user.json", f"{spec['path']}/entities/course.json"]
+        return [
+            f"{spec['path']}/entities/user.json",
+            f"{spec['path']}/entities/course.json",
+        ]
     return [spec["reviews"], spec["meta"]]
 
 
 def ingest_params(wildcards):
     data = config["data"]
-    return {"kcore": data["kcore"], "max_malformed_fraction": data["max_malformed_fraction"]}
+    return {
+        "kcore": data["kcore"],
+        "max_malformed_fraction": data["max_malformed_fraction"],
+    }
 
 
 def examples_params(wildcards):

@@ -10,15 +10,15 @@ rule ingest_domain:
         quality="results/data/{domain}/quality.json",
     log:
         "logs/data/{domain}/ingest.log",
-    params:
-        spec=domain_spec,
-        data=ingest_params,
     conda:
         "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
         runtime=60,
+    params:
+        spec=domain_spec,
+        data=ingest_params,
     script:
         "../workflow/scripts/ingest_domain.py"
 
@@ -32,14 +32,14 @@ rule build_examples:
         summary="results/data/{domain}/examples.json",
     log:
         "logs/data/{domain}/examples.log",
-    params:
-        settings=examples_params,
     conda:
         "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
         runtime=60,
+    params:
+        settings=examples_params,
     script:
         "../workflow/scripts/build_examples.py"
 
@@ -52,14 +52,14 @@ rule build_instructions:
         "results/data/{domain}/instructions.parquet",
     log:
         "logs/data/{domain}/instructions.log",
-    params:
-        instruction_params,
     conda:
         "../envs/molorec.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
         runtime=60,
+    params:
+        instruction_params,
     script:
         "../workflow/scripts/build_instructions.py"
 
