@@ -94,22 +94,24 @@ def _negatives(
     rng: np.random.Generator,
     target: int,
     n_items: int,
-    excluded: set[int],
-    title_code: np.ndarray,
+    interacted: set[int],
+    cold: list[bool] | None,
+    title_code: list[int],
     need: int,
 ) -> list[int]:
-    """``need`` distinct items drawn uniformly, never excluded, never sharing a title.
+    """``need`` distinct items drawn uniformly among those the user never interacted with
+    (and, where ``cold`` is given, that are warm), never two sharing a title.
 
     Two items with the same title would make an exact title match ambiguous, so a
     candidate list never holds two of them.
     """
     chosen: list[int] = []
-    titles = {int(title_code[target])}
+    titles = {title_code[target]}
     for _ in range(1000):
         for c in rng.integers(0, n_items, size=2 * (need - len(chosen)) + 8).tolist():
-            if c in excluded or int(title_code[c]) in titles:
+            if c in interacted or (cold is not None and cold[c]) or title_code[c] in titles:
                 continue
-            titles.add(int(title_code[c]))
+            titles.add(title_code[c])
             chosen.append(c)
             if len(chosen) == need:
                 return chosen
@@ -140,7 +142,7 @@ def build_examples(
     item_ids = items["item"].to_list()
     n_items = len(item_ids)
     code_of = {it: i for i, it in enumerate(item_ids)}
-    title_code = items["title"].rank("dense").to_numpy().astype(np.int64)
+    title_code = items["title"].rank("dense").to_list()
     cold = cold_items(item_ids, s)
     warm = ~cold
 
@@ -158,7 +160,7 @@ def build_examples(
     train_at = np.searchsorted(train_user, np.arange(len(users) + 1))
 
     need = s.n_candidates - 1
-    cold_set = set(np.flatnonzero(cold).tolist())
+    cold_list = cold.tolist()
     out = _Columns.empty()
     counts = {"users_too_short": 0, "val_cold": 0, "test_cold": 0}
     for u, user in enumerate(users):
@@ -176,10 +178,17 @@ def build_examples(
             trained_on = split == "train" or (split == "val" and not is_cold)
             history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
             history = history[-s.max_history :]
-            excluded = interacted | cold_set if trained_on else interacted
             rng = example_rng(s, user, split, p)
             try:
-                negatives = _negatives(rng, target, n_items, excluded, title_code, need)
+                negatives = _negatives(
+                    rng,
+                    target,
+                    n_items,
+                    interacted,
+                    cold_list if trained_on else None,
+                    title_code,
+                    need,
+                )
             except ValueError:
                 raise ValueError(
                     f"domain {s.domain}: user {user} ({split} example at position {p}) has "
