@@ -90,6 +90,7 @@ def test_quality_accounts_for_every_line(tmp_path):
     reviews += [review14("A0", "B0", 999), "garbage", review14("A0", "B9", 5)]  # dup, bad, no title
     metas = [repr({"asin": f"B{i}", "title": f"Item {i}"}) for i in range(6)]
     metas += [repr({"asin": "B9"}), repr({"asin": "B0", "title": "Dup"}), "((("]
+    metas += [repr({"title": "Never reviewed", "asin": "B7"})]  # skipped unparsed
     spec = {
         "format": "amazon2014",
         "reviews": str(write_lines(tmp_path / "r.json.gz", reviews)),
@@ -101,7 +102,7 @@ def test_quality_accounts_for_every_line(tmp_path):
     invariant(meta)
     assert rev["lines"] == len(reviews) and meta["lines"] == len(metas)
     assert rev["dropped"] == {"duplicate": 1, "malformed": 1, "no_title": 1}
-    assert meta["dropped"] == {"duplicate": 1, "malformed": 1, "no_title": 1}
+    assert meta["dropped"] == {"duplicate": 1, "malformed": 1, "no_title": 1, "unreviewed": 1}
     assert interactions.height == rev["kept"] == 36
     assert items.height == 6 and quality["truncated"] is False
 

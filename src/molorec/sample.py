@@ -1468,8 +1468,13 @@ def write_amazon2014_synthetic(
     n_items: int,
     n_reviews: int,
     seed: int = 0,
+    n_meta_items: int | None = None,
 ) -> tuple[Path, Path]:
     """Write a large 5-core Amazon-2014 style dump for benchmarks.
+
+    ``n_meta_items`` (>= n_items) makes the meta file list that many products, the extra
+    ones never reviewed, as in the real dumps (Beauty: 259,204 meta lines for 12,101
+    reviewed items); its lines are in asin order, reviewed and unreviewed mixed.
 
     Writes ``reviews_{category}_5.json.gz`` and ``meta_{category}.json.gz``:
     every user and item has >= 5 reviews, (user, item) pairs are unique, and
@@ -1506,10 +1511,11 @@ def write_amazon2014_synthetic(
         ],
         dtype=object,
     )
+    n_meta = max(n_items, n_meta_items or 0)
     if category == "Books":  # ISBN-10 style asins
-        asin_arr = _np_codes(rng, n_items, 10, string.digits, 10)
+        asin_arr = _np_codes(rng, n_meta, 10, string.digits, 10)
     else:
-        asin_arr = np.char.add("B00", _np_codes(rng, n_items, 7, _ALNUM, 7))
+        asin_arr = np.char.add("B00", _np_codes(rng, n_meta, 7, _ALNUM, 7))
     asins = asin_arr.astype(object)
     del asin_arr
     names = np.array(
@@ -1559,17 +1565,18 @@ def write_amazon2014_synthetic(
 
     label = category.replace("_and_", " & ").replace("_", " ")
     meta_path = out_dir / f"meta_{category}.json.gz"
+    asins = asins[np.argsort(asins, kind="stable")]  # meta dumps are in asin order
     with _gzip_out(meta_path, level=1) as out:
-        for lo in range(0, n_items, _CHUNK):
-            n = min(_CHUNK, n_items - lo)
+        for lo in range(0, n_meta, _CHUNK):
+            n = min(_CHUNK, n_meta - lo)
             has_title = rng.random(n) >= 0.015
             words = rng.integers(0, [len(_ADJ), len(_NOUN), len(_NOUN), len(_BRANDS)], (n, 4))
             prices = np.round(rng.uniform(1.0, 80.0, n), 2)
             has_price = rng.random(n) < 0.85
             ranks = rng.integers(1, 2_000_000, n)
             image_ids = _np_codes(rng, n, 11, _ALNUM_MIXED)
-            n_also = rng.integers(0, 6, n)
-            also = rng.integers(0, n_items, (n, 5))
+            n_also = rng.integers(0, 40, n)  # real related lists run to dozens of asins
+            also = rng.integers(0, n_meta, (n, 40))
             lines = []
             for k in range(n):
                 adj, noun, noun2, brand = words[k].tolist()

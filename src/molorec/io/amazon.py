@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -101,11 +102,30 @@ def read_reviews(path, fmt: str, on_truncated: str, max_malformed: float):
     )
 
 
-def read_meta(path, fmt: str, on_truncated: str, max_malformed: float):
+def unreviewed_filter(layout: Layout, reviewed: set[str]):
+    """Skip, unparsed, the metadata lines of items nobody reviewed.
+
+    Full metadata dumps list every product (Beauty 2014: 259k lines for 12k reviewed
+    items) and a literal_eval of a 2 KB line costs ~0.3 ms. The item key is found by a
+    pattern; a line where it is not found is parsed in full, so nothing is lost.
+    """
+    key = re.compile(rb"['\"]" + layout.meta_item.encode() + rb"['\"]\s*:\s*['\"]([^'\"\\]+)['\"]")
+
+    def skip(line: bytes) -> str | None:
+        m = key.search(line)
+        if m is not None and m.group(1).decode("utf-8", "replace") not in reviewed:
+            return "unreviewed"
+        return None
+
+    return skip
+
+
+def read_meta(path, fmt: str, on_truncated: str, max_malformed: float, reviewed=None):
     layout = LAYOUTS[fmt]
     parse = parse_literal if layout.literal_meta else json.loads
+    skip = unreviewed_filter(layout, reviewed) if reviewed is not None else None
     return read_records(
-        path, parse, meta_extractor(layout), TITLE_SCHEMA, on_truncated, max_malformed
+        path, parse, meta_extractor(layout), TITLE_SCHEMA, on_truncated, max_malformed, skip
     )
 
 
@@ -113,5 +133,6 @@ def read_amazon(
     fmt: str, reviews: str, meta: str, on_truncated: str, max_malformed: float
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, FileAccount]]:
     events, reviews_account = read_reviews(reviews, fmt, on_truncated, max_malformed)
-    titles, meta_account = read_meta(meta, fmt, on_truncated, max_malformed)
+    reviewed = set(events["item"].unique().to_list())
+    titles, meta_account = read_meta(meta, fmt, on_truncated, max_malformed, reviewed)
     return events, titles, {"reviews": reviews_account, "meta": meta_account}
