@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
+from conftest import run_workflow
 
 from molorec.config import ConfigError, check_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -95,22 +90,7 @@ def test_config_errors_name_what_is_wrong(config, tmp_path, mutate, message):
 
 def test_snakemake_stops_before_any_job_on_a_bad_config(config, tmp_path):
     config["domains"]["beauty"]["reviews"] = "gone/reviews_Beauty_5.json.gz"
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--cores",
-            "1",
-            "--directory",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_workflow(tmp_path, config)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "domains.beauty.reviews: input not found: gone/reviews_Beauty_5.json.gz" in out

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
+from conftest import REPO, run_workflow
 
-REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["results/data/general/instructions.parquet"]
 
 
@@ -24,27 +22,6 @@ def sample_config() -> dict:
             if key in spec:
                 spec[key] = str(REPO / spec[key])
     return config
-
-
-def run_workflow(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--cores",
-            "2",
-            "--directory",
-            str(workdir),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-    )
 
 
 def data_targets(config: dict) -> list[str]:
