@@ -1,3 +1,6 @@
+import json
+import os
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -8,7 +11,9 @@ from molorec.config import (
     example_settings,
     load_schema,
     prompt_for,
+    train_settings,
 )
+from molorec.model import TINY, resolve_base
 
 SCHEMA = "../workflow/schemas/config.schema.yaml"
 
@@ -69,8 +74,31 @@ def input_mb(wildcards, input):
     return max(2000, 1000 + 12 * int(input.size_mb))
 
 
+BASE_MODEL = resolve_base(config["model"]["base"])
+
+
+def base_model_input(wildcards):
+    """The built tiny model or a local model folder; nothing for a hub id."""
+    if config["model"]["base"] == TINY:
+        return BASE_MODEL
+    return BASE_MODEL if os.path.isdir(BASE_MODEL) else []
+
+
+def train_resource(name):
+    return config["resources"]["train"].get(name, 0 if name == "gpu" else 1)
+
+
+def launcher(wildcards, resources):
+    """One process per GPU: accelerate launch for several, plain python otherwise."""
+    if resources.gpu > 1:
+        return f"accelerate launch --multi_gpu --num_machines 1 --num_processes {resources.gpu}"
+    return "python"
+
+
 def all_outputs():
     outputs = expand("results/data/{domain}/instructions.parquet", domain=DOMAINS)
     if GENERAL_DOMAINS:
         outputs.append("results/data/general/instructions.parquet")
+        outputs.append("results/adapters/general")
+    outputs += expand("results/adapters/{domain}", domain=TARGET_DOMAINS)
     return outputs

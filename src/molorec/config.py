@@ -120,3 +120,11 @@ def example_settings(config: dict, domain: str) -> ExampleSettings:
         domain_train_samples=data["domain_train_samples"],
         cold_item_fraction=data["cold_item_fraction"],
     )
+
+
+def train_settings(config: dict, kind: str) -> dict:
+    """TrainSettings fields of one kind of adapter (general | domain): the common
+    ``train:`` settings, then ``train.<kind>``; the seed defaults to the top-level seed."""
+    common = {k: v for k, v in config["train"].items() if k not in ("general", "domain")}
+    settings = {"seed": config["seed"], **common, **config["train"].get(kind, {})}
+    return dict(sorted(settings.items()))

@@ -20,6 +20,7 @@ QWEN2_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+EMBED_SCALE = 5.0
 TINY_DEFAULTS = {
     "hidden_size": 64,
     "intermediate_size": 256,
@@ -70,6 +71,10 @@ def build_tiny_qwen2(out_dir: str | Path, **overrides) -> Path:
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config).to(torch.float32)
+    # With the default 0.02 init, a 64-wide tied embedding caps every logit near 1, so
+    # no prediction can become confident; a wider embedding lets the tiny model learn.
+    with torch.no_grad():
+        model.model.embed_tokens.weight.normal_(0.0, EMBED_SCALE / config.hidden_size)
     model.generation_config = GenerationConfig(
         eos_token_id=[im_end, pad], pad_token_id=pad, do_sample=False
     )

@@ -353,7 +353,13 @@ def train(
         per_epoch,
         world,
     )
-    bar = tqdm(total=n_steps, initial=step, disable=not progress or rank != 0, desc=f"train {kind}")
+    bar = tqdm(
+        total=n_steps,
+        initial=step,
+        disable=not progress or rank != 0,
+        desc=f"train {kind}",
+        mininterval=0.1 if os.isatty(2) else 30,  # a log file gets a line every 30 s
+    )
     plan, plan_epoch = None, -1
     while step < n_steps:
         epoch, offset = divmod(step, per_epoch)
@@ -441,8 +447,11 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--checkpoints", required=True)
     ap.add_argument("--settings", default="{}", help="JSON of TrainSettings fields")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1,0 +1,72 @@
+# Adapter stage: the general adapter (built once, shared) and one adapter per target domain.
+
+
+rule build_tiny_model:
+    output:
+        directory("results/models/tiny-qwen2"),
+    log:
+        "logs/models/tiny-qwen2.log",
+    conda:
+        "../envs/molorec.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        shape=config["model"]["tiny"],
+    script:
+        "../workflow/scripts/build_tiny_model.py"
+
+
+rule train_general_adapter:
+    input:
+        data="results/data/general/instructions.parquet",
+        base=base_model_input,
+    output:
+        directory("results/adapters/general"),
+    log:
+        "logs/train/general.log",
+    conda:
+        "../envs/molorec.yaml"
+    threads: train_resource("threads")
+    resources:
+        gpu=train_resource("gpu"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
+    params:
+        launch=launcher,
+        base=BASE_MODEL,
+        settings=lambda wildcards: json.dumps(train_settings(config, "general")),
+        checkpoints="results/checkpoints/general",
+    shell:
+        "{params.launch} -m molorec.train --base {params.base} --data {input.data}"
+        " --kind general --out {output} --checkpoints {params.checkpoints}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+
+
+rule train_domain_adapter:
+    input:
+        data="results/data/{domain}/instructions.parquet",
+        base=base_model_input,
+    output:
+        directory("results/adapters/{domain}"),
+    log:
+        "logs/train/{domain}.log",
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+    conda:
+        "../envs/molorec.yaml"
+    threads: train_resource("threads")
+    resources:
+        gpu=train_resource("gpu"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
+    params:
+        launch=launcher,
+        base=BASE_MODEL,
+        settings=lambda wildcards: json.dumps(train_settings(config, "domain")),
+        checkpoints="results/checkpoints/{domain}",
+    shell:
+        "{params.launch} -m molorec.train --base {params.base} --data {input.data}"
+        " --kind domain --out {output} --checkpoints {params.checkpoints}"
+        " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
