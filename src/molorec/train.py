@@ -297,8 +297,10 @@ def train(
     checkpoint_dir: str | Path,
     settings: TrainSettings,
     progress: bool = True,
-) -> Path:
-    """Train one LoRA adapter and write it (PEFT format), the tokenizer and train_log.csv."""
+):
+    """Train one LoRA adapter and write it (PEFT format), the tokenizer and train_log.csv.
+
+    Returns the output folder and the trained model (PeftModel)."""
     from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -412,7 +414,7 @@ def train(
         tokenizer.save_pretrained(out)
         write_log(ckpt.log_rows, out / "train_log.csv")
     barrier(world)
-    return out
+    return out, model
 
 
 def write_log(rows: list[dict], path: Path) -> None:

@@ -1,0 +1,324 @@
+"""The LoRA trainer on the tiny Qwen2 model with the real Qwen tokenizer."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from molorec.model import build_tiny_qwen2, load_base
+from molorec.train import (
+    TrainSettings,
+    answer_loss,
+    collate,
+    encode,
+    epoch_plan,
+    full_logits_loss,
+    train,
+)
+
+TITLES = [
+    "CeraVe Hydrating Facial Cleanser",
+    "Halo 3: ODST",
+    "LEGO City Fire Station",
+    "数据结构（上）",
+    "Xbox 360 Wireless Controller",
+    "Burt's Bees Lip Balm",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return str(build_tiny_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny):
+    return load_base(tiny)[1]
+
+
+def conversation(i: int, answer: str) -> list[dict]:
+    history = TITLES[(i + 1) % len(TITLES)]
+    return [
+        {"role": "system", "content": "You are a helpful recommendation assistant."},
+        {
+            "role": "user",
+            "content": f"User {i} bought [{history}]. Candidates: [{'||'.join(TITLES)}]. "
+            "The top products are:",
+        },
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def instructions(path, n: int, answer=lambda i: TITLES[i % len(TITLES)], split="train"):
+    rows = [
+        {
+            "domain": "d",
+            "user": f"U{i}",
+            "split": split,
+            "position": 1,
+            "target": f"I{i}",
+            "cold": False,
+            "messages": conversation(i, answer(i)),
+        }
+        for i in range(n)
+    ]
+    pl.DataFrame(rows).write_parquet(path)
+    return str(path)
+
+
+def settings(**kw) -> TrainSettings:
+    base = dict(
+        lr=1e-2,
+        per_device_batch=4,
+        grad_accum=1,
+        max_steps=6,
+        warmup_ratio=0.0,
+        save_every=0,
+        epochs=100,
+        lora_dropout=0.0,
+    )
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def read_log(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- encoding and the loss ---------------------------------------------------------------
+
+
+def test_answer_is_the_assistant_turn_up_to_end_of_turn(tokenizer):
+    msgs = conversation(0, "Halo 3: ODST||LEGO City Fire Station")
+    (enc,), cut = encode(tokenizer, [msgs], max_length=1200)
+    assert cut == 0
+    answer = tokenizer.decode(enc.input_ids[enc.n_prompt :])
+    assert answer == "Halo 3: ODST||LEGO City Fire Station" + tokenizer.eos_token
+    prompt = tokenizer.decode(enc.input_ids[: enc.n_prompt])
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_long_prompts_are_cut_from_the_left(tokenizer):
+    msgs = conversation(0, "Halo 3: ODST")
+    (enc,), cut = encode(tokenizer, [msgs], max_length=40)
+    assert cut == 1 and len(enc.input_ids) == 40
+    assert tokenizer.decode(enc.input_ids[enc.n_prompt :]) == "Halo 3: ODST" + tokenizer.eos_token
+
+
+def test_answer_loss_equals_full_logits_loss_and_scores_only_answers(tiny, tokenizer):
+    model, _ = load_base(tiny)
+    convs = [conversation(i, "||".join(TITLES[i : i + 3])) for i in range(3)]
+    batch = collate(encode(tokenizer, convs, 1200)[0], tokenizer.pad_token_id, "cpu")
+    ours, n = answer_loss(model, batch)
+    reference = full_logits_loss(model, batch)
+    assert n == int(batch["answer"][:, 1:].sum())
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4)
+    # Prompt tokens are never labels: changing them as labels changes nothing, while
+    # changing an answer token does change the loss.
+    assert n == sum(len(tokenizer(m[-1]["content"])["input_ids"]) + 1 for m in convs)
+    changed = dict(batch)
+    ids = batch["input_ids"].clone()
+    first_answer = int(batch["answer"][0].nonzero()[0])
+    ids[0, first_answer + 1] = (ids[0, first_answer + 1] + 1) % 1000
+    changed["input_ids"] = ids
+    assert not torch.isclose(answer_loss(model, changed)[0], ours)
+
+
+def test_epoch_plan_is_seeded_grouped_and_complete():
+    lengths = [5, 50, 7, 48, 6, 49, 8, 47, 9]
+    s = settings(per_device_batch=2, grad_accum=2, seed=3)
+    plan = epoch_plan(lengths, s, epoch=0, world=1)
+    flat = [i for step in plan for mb in step for i in mb]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert plan == epoch_plan(lengths, s, epoch=0, world=1)
+    assert plan != epoch_plan(lengths, s, epoch=1, world=1)
+    for step in plan:  # longest first within a step: micro-batches of similar length
+        sizes = [lengths[i] for mb in step for i in mb]
+        assert sizes == sorted(sizes, reverse=True)
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def test_loss_falls_and_log_is_written(tiny, tmp_path):
+    data = instructions(tmp_path / "d.parquet", 24)
+    out, _ = train(
+        tiny,
+        [data],
+        "domain",
+        tmp_path / "ad",
+        tmp_path / "ck",
+        settings(max_steps=24, lr=1e-2),
+        progress=False,
+    )
+    rows = read_log(out / "train_log.csv")
+    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb"]
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 24
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 1.0
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json"):
+        assert (out / name).is_file()
+
+
+def test_memorises_answers_and_reloads_with_peft(tiny, tmp_path):
+    from peft import PeftModel
+
+    data = instructions(tmp_path / "d.parquet", 4)
+    out, model = train(
+        tiny,
+        [data],
+        "domain",
+        tmp_path / "ad",
+        tmp_path / "ck",
+        settings(max_steps=150),
+        progress=False,
+    )
+    model.eval()
+    base, tok = load_base(tiny)
+    reloaded = PeftModel.from_pretrained(base, out).eval()
+    for i in range(4):
+        msgs = conversation(i, TITLES[i])
+        enc = tok.apply_chat_template(
+            msgs[:-1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.no_grad():
+            live = model(**enc).logits
+            again = reloaded(**enc).logits
+        torch.testing.assert_close(again, live, rtol=0, atol=1e-5)
+        generated = reloaded.generate(**enc, max_new_tokens=24, do_sample=False)
+        text = tok.decode(generated[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert text == TITLES[i]
+
+
+def test_domain_adapter_trains_on_train_and_warm_val_only(tiny, tmp_path):
+    rows = pl.concat(
+        [
+            pl.read_parquet(instructions(tmp_path / "a.parquet", 4, split="train")),
+            pl.read_parquet(instructions(tmp_path / "b.parquet", 4, split="val")).with_columns(
+                cold=pl.Series([True, False, False, False])
+            ),
+            pl.read_parquet(instructions(tmp_path / "c.parquet", 4, split="test")),
+        ]
+    )
+    from molorec.train import training_rows
+
+    picked = training_rows(rows, "domain")
+    assert picked.height == 7 and "test" not in picked["split"].to_list()
+    assert not picked["cold"].any()
+    assert training_rows(rows, "general").height == rows.height
+
+
+# --- resume and data parallelism ----------------------------------------------------------
+
+
+def cli(tiny, data, out, ckpt, s: TrainSettings, launcher=(sys.executable,)):
+    return [
+        *launcher,
+        "-m",
+        "molorec.train",
+        "--base",
+        tiny,
+        "--data",
+        data,
+        "--kind",
+        "domain",
+        "--out",
+        str(out),
+        "--checkpoints",
+        str(ckpt),
+        "--settings",
+        json.dumps(s.__dict__),
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+
+
+def max_diff(a, b) -> float:
+    x, y = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    assert x.keys() == y.keys()
+    return max((x[k] - y[k]).abs().max().item() for k in x)
+
+
+def test_killed_run_resumes_and_matches_uninterrupted(tiny, tmp_path):
+    data = instructions(tmp_path / "d.parquet", 40)
+    # Dropout on: the restored RNG state must reproduce the same masks after resuming.
+    s = settings(per_device_batch=2, max_steps=12, save_every=3, lora_dropout=0.05, lr=5e-3)
+    ckpt = tmp_path / "ck"
+    proc = subprocess.Popen(
+        cli(tiny, data, tmp_path / "killed", ckpt, s),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (ckpt / "step-0000006").is_dir() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (ckpt / "step-0000006").is_dir()
+    assert not (tmp_path / "killed" / "adapter_model.safetensors").exists()
+
+    resumed = subprocess.run(
+        cli(tiny, data, tmp_path / "killed", ckpt, s), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    straight = subprocess.run(
+        cli(tiny, data, tmp_path / "straight", tmp_path / "ck2", s), capture_output=True, text=True
+    )
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert max_diff(tmp_path / "killed", tmp_path / "straight") < 1e-5
+    log = read_log(tmp_path / "killed" / "train_log.csv")
+    assert [int(r["step"]) for r in log] == list(range(1, 13))
+    # Only the last two checkpoints are kept.
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-0000006", "step-0000009"]
+
+
+def test_two_processes_equal_one_on_the_same_global_batch(tiny, tmp_path):
+    data = instructions(tmp_path / "d.parquet", 16)
+    one = settings(per_device_batch=2, grad_accum=2, max_steps=3, lr=5e-3)
+    two = settings(per_device_batch=2, grad_accum=1, max_steps=3, lr=5e-3)
+    launcher = (
+        "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+    )
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    dp = subprocess.run(
+        cli(tiny, data, tmp_path / "two", tmp_path / "ck2", two, launcher),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert dp.returncode == 0, dp.stderr[-3000:]
+    assert dp.stderr.count("2 process(es)") == 2
+    sp = subprocess.run(
+        cli(tiny, data, tmp_path / "one", tmp_path / "ck1", one), capture_output=True, text=True
+    )
+    assert sp.returncode == 0, sp.stderr[-2000:]
+    assert max_diff(tmp_path / "two", tmp_path / "one") < 1e-6
+    losses = [
+        [float(r["loss"]) for r in read_log(tmp_path / d / "train_log.csv")] for d in ("one", "two")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
