@@ -1,4 +1,4 @@
-"""The data stage through Snakemake on the bundled sample: contracts and determinism."""
+"""The sample pipeline through Snakemake: data contracts, determinism, adapters."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def data_targets(config: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
+    """The whole default target (`snakemake --cores 2`) on the bundled sample."""
     config = sample_config()
     workdir = tmp_path_factory.mktemp("sample_run")
-    proc = run_workflow(workdir, config, *data_targets(config))
+    proc = run_workflow(workdir, config)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return workdir, config
 
@@ -111,3 +112,26 @@ def test_two_runs_give_byte_identical_outputs(sample_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = digest_tree(workdir / "results/data")
     assert first and first == digest_tree(tmp_path / "results/data")
+
+
+def test_adapters_are_peft_folders_that_load(sample_run):
+    from peft import PeftConfig, PeftModel
+
+    from molorec.model import load_base
+
+    workdir, config = sample_run
+    base, tokenizer = load_base(str(workdir / "results/models/tiny-qwen2"))
+    targets = [d for d, s in config["domains"].items() if s["role"] == "target"]
+    for name in ["general", *targets]:
+        folder = workdir / "results/adapters" / name
+        for f in ("adapter_model.safetensors", "adapter_config.json", "train_log.csv"):
+            assert (folder / f).is_file(), (name, f)
+        assert (folder / "tokenizer.json").is_file()
+        peft_config = PeftConfig.from_pretrained(folder)
+        assert peft_config.r == config["train"].get("lora_r", 16)
+        model = PeftModel.from_pretrained(base, folder)
+        assert sum("lora_A" in n for n, _ in model.named_parameters()) > 0
+        log = pl.read_csv(folder / "train_log.csv")
+        assert log.columns == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb"]
+        assert log["loss"].tail(5).mean() < log["loss"].head(5).mean()
+        base = model.unload()

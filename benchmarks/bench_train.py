@@ -1,0 +1,381 @@
+"""Training benchmark: our trainer against plain transformers.Trainer + peft, same run.
+
+Both sides train the tiny Qwen2 model (real Qwen vocabulary, 151,936 rows) with LoRA
+(r 16, alpha 32, dropout 0.05, all linear layers; lr 2e-4 cosine, warmup 5%; fp32) on the
+same Beauty sample instructions, the same examples in the same batches, for the same
+number of optimizer steps with batch 4 and no gradient accumulation:
+
+- ours: ``molorec.train.train`` (LM head only at answer positions);
+- baseline: ``transformers.Trainer`` on ``peft.get_peft_model``, labels -100 on the
+  prompt, ``DataCollatorForSeq2Seq``, the model's own forward (logits at every position)
+  and its standard loss. It is fed ours' step plan in order (sequential sampler), so each
+  step sees the same four examples; the token ids come from the same ``encode``.
+
+Each side runs in a fresh process, so peak RSS is its own. Printed per side: tokens/s of the
+training loop (sum of per-step times, data collation and optimizer step included) and of
+the whole job (model load, tokenisation, training and saving the adapter, timed the same
+way on both sides), peak RSS, and the mean loss per answer token at step 1 -- LoRA B
+starts at zero, so the two step-1 losses must agree up to float rounding. Figures only.
+
+    python benchmarks/bench_train.py [--examples 64] [--steps 12] [--threads N]
+                                     [--cache /tmp/molorec-bench-train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BATCH = 4
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "lr": 2e-4, "warmup_ratio": 0.05, "seed": 42}
+DOMAIN = "beauty"
+SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / "amazon2014"
+
+
+# --- setup (parent process) -------------------------------------------------------------
+
+
+def prepare(cache: Path, n_examples: int) -> tuple[Path, Path]:
+    """The tiny model (built once) and a parquet of exactly ``n_examples`` training rows of
+    the Beauty sample, made with the library as the pipeline makes them."""
+    import polars as pl
+
+    from molorec.data import examples, ingest
+    from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
+    from molorec.model import build_tiny_qwen2
+    from molorec.train import training_rows
+
+    model = cache / "tiny-qwen2"
+    if not (model / ".complete").exists():
+        shutil.rmtree(model, ignore_errors=True)
+        build_tiny_qwen2(model)
+        (model / ".complete").touch()
+
+    data = {
+        "kcore": 5,
+        "max_malformed_fraction": 0.01,  # the sample's one bad meta line (config.yaml)
+        "n_candidates": 30,
+        "answer_size": 5,
+    }
+    spec = {
+        "format": "amazon2014",
+        "reviews": str(SAMPLE / "reviews_Beauty_5.json.gz"),
+        "meta": str(SAMPLE / "meta_Beauty.json.gz"),
+        "on_truncated": "error",
+    }
+    out = cache / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "interactions": out / "interactions.parquet",
+        "items": out / "items.parquet",
+        "quality": out / "quality.json",
+        "examples": out / "examples.parquet",
+        "summary": out / "examples.json",
+    }
+    ingest.run(DOMAIN, spec, data, paths)
+    settings = examples.ExampleSettings(
+        seed=42, domain=DOMAIN, role="target", domain_train_samples=max(n_examples, 150)
+    )
+    examples.run(paths["interactions"], paths["items"], settings, paths)
+    full = out / "instructions.parquet"
+    write_instructions(paths["examples"], paths["items"], full, DOMAIN, DEFAULT_PROMPT, data)
+    rows = training_rows(pl.read_parquet(full), "domain")
+    if rows.height < n_examples:
+        raise SystemExit(f"the sample has {rows.height} training rows, fewer than {n_examples}")
+    subset = out / f"train-{n_examples}.parquet"
+    rows.head(n_examples).write_parquet(subset)
+    return model, subset
+
+
+# --- shared by both children ------------------------------------------------------------
+
+
+def settings(steps: int):
+    from molorec.train import TrainSettings
+
+    return TrainSettings(
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules="all-linear",
+        lr=LORA["lr"],
+        warmup_ratio=LORA["warmup_ratio"],
+        max_steps=steps,
+        per_device_batch=BATCH,
+        grad_accum=1,
+        seed=LORA["seed"],
+        precision="fp32",
+        save_every=0,
+    )
+
+
+def step_plan(encoded: list, steps: int) -> list[list[int]]:
+    """The example indices of each optimizer step, exactly as ours orders them."""
+    from molorec.train import epoch_plan, total_steps
+
+    s = settings(steps)
+    lengths = [len(e.input_ids) for e in encoded]
+    per_epoch, n_steps = total_steps(len(encoded), s, 1)
+    plan = []
+    for step in range(n_steps):
+        epoch, offset = divmod(step, per_epoch)
+        plan.append([i for mb in epoch_plan(lengths, s, epoch, 1)[offset] for i in mb])
+    return plan
+
+
+def token_counts(encoded: list, plan: list[list[int]]) -> dict:
+    """Non-padding input tokens and answer tokens processed over all steps."""
+    steps = [[encoded[i] for i in step] for step in plan]
+    return {
+        "step_tokens": [sum(len(e.input_ids) for e in step) for step in steps],
+        "answer_tokens": sum(len(e.input_ids) - e.n_prompt for step in steps for e in step),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- ours (child) -----------------------------------------------------------------------
+
+
+def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
+    import csv
+
+    import polars as pl
+    import torch
+
+    from molorec.model import load_base
+    from molorec.train import encode, train
+
+    s = settings(steps)
+    shutil.rmtree(work, ignore_errors=True)  # no stale checkpoint to resume from
+    t = time.perf_counter()
+    out, _ = train(str(model_dir), [str(data)], "domain", work / "adapter", work / "ckpt", s, False)
+    total_s = time.perf_counter() - t
+
+    with open(out / "train_log.csv") as fh:
+        log = list(csv.DictReader(fh))
+    # Outside the timed part: the same encoding train() made, to count the tokens it saw.
+    _, tokenizer = load_base(str(model_dir))
+    rows = pl.read_parquet(data)["messages"].to_list()
+    encoded, _ = encode(tokenizer, rows, s.max_length)
+    plan = step_plan(encoded, steps)
+    counts = token_counts(encoded, plan)
+    # train_log's tokens_per_s is the step's non-padding tokens over the step's wall time.
+    loop_s = sum(
+        n / float(row["tokens_per_s"]) for n, row in zip(counts["step_tokens"], log, strict=True)
+    )
+    return {
+        "side": "ours",
+        "steps": len(log),
+        "loop_s": loop_s,
+        "total_s": total_s,
+        "loss_step1": float(log[0]["loss"]),
+        "loss_last": float(log[-1]["loss"]),
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": peak_rss_mb(),
+        "first_batch": plan[0],
+        **counts,
+    }
+
+
+# --- baseline (child) -------------------------------------------------------------------
+
+
+def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
+    import polars as pl
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from molorec.model import load_base
+    from molorec.train import encode
+
+    class StepTimes(TrainerCallback):
+        """Wall time of each optimizer step, from the end of the previous one (so the
+        batch fetch and collation, which Trainer does before on_step_begin, count)."""
+
+        def __init__(self):
+            self.times: list[float] = []
+            self.last = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            self.times.append(now - self.last)
+            self.last = now
+
+    class LossTrainer(Trainer):
+        """Trainer that keeps each micro-batch's loss (detached; read after training)."""
+
+        losses: list
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = result[0] if return_outputs else result
+            self.losses.append(loss.detach())
+            return result
+
+    s = settings(steps)
+    shutil.rmtree(work, ignore_errors=True)
+    t = time.perf_counter()
+    model, tokenizer = load_base(str(model_dir), dtype=torch.float32)
+    tokenizer.padding_side = "right"  # as ours pads
+    torch.manual_seed(s.seed)
+    lora = LoraConfig(
+        r=s.lora_r,
+        lora_alpha=s.lora_alpha,
+        lora_dropout=s.lora_dropout,
+        target_modules=s.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    rows = pl.read_parquet(data)["messages"].to_list()
+    encoded, _ = encode(tokenizer, rows, s.max_length)
+    plan = step_plan(encoded, steps)
+    dataset = [
+        {
+            "input_ids": encoded[i].input_ids,
+            "labels": [-100] * encoded[i].n_prompt + encoded[i].input_ids[encoded[i].n_prompt :],
+        }
+        for step in plan
+        for i in step
+    ]
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"),
+        per_device_train_batch_size=s.per_device_batch,
+        gradient_accumulation_steps=s.grad_accum,
+        max_steps=steps,
+        learning_rate=s.lr,
+        weight_decay=s.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=s.warmup_ratio,  # transformers 5: a float < 1 is a ratio (ceil, as ours)
+        max_grad_norm=0.0,  # ours does not clip; same optimizer math on both sides
+        train_sampling_strategy="sequential",  # the dataset is already in ours' step order
+        logging_strategy="no",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=True,
+        remove_unused_columns=False,
+        seed=s.seed,
+    )
+    timer = StepTimes()
+    trainer = LossTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        callbacks=[timer],
+    )
+    trainer.losses = []
+    trainer.train()
+    model.save_pretrained(work / "adapter")
+    tokenizer.save_pretrained(work / "adapter")
+    total_s = time.perf_counter() - t
+
+    return {
+        "side": "baseline",
+        "steps": trainer.state.global_step,
+        "loop_s": sum(timer.times),
+        "total_s": total_s,
+        "loss_step1": float(trainer.losses[0]),
+        "loss_last": float(trainer.losses[-1]),
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": peak_rss_mb(),
+        "first_batch": plan[0],
+        **token_counts(encoded, plan),
+    }
+
+
+# --- parent -----------------------------------------------------------------------------
+
+
+def child(side: str, model: Path, data: Path, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", side, str(model), str(data)]
+    cmd += ["--steps", str(args.steps), "--threads", str(args.threads), "--cache", str(args.cache)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"{side}: the child process failed ({proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(r: dict) -> str:
+    tokens = sum(r["step_tokens"])
+    return (
+        f"[{r['side']:>8}] {r['steps']} steps, {tokens:,} tokens "
+        f"({r['answer_tokens'] / tokens:.1%} answer) | loop {r['loop_s']:.1f} s "
+        f"= {tokens / r['loop_s']:,.0f} tokens/s | whole job {r['total_s']:.1f} s "
+        f"= {tokens / r['total_s']:,.0f} tokens/s | peak RSS {r['peak_rss_mb'] / 1024:.2f} GB | "
+        f"loss/answer token step 1 {r['loss_step1']:.5f}, step {r['steps']} "
+        f"{r['loss_last']:.5f} | {r['threads']} threads"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-train"))
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.examples % BATCH:
+        ap.error(f"--examples must be a multiple of the batch size {BATCH}")
+
+    if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        side, model, data = args.child[0], Path(args.child[1]), Path(args.child[2])
+        run = run_ours if side == "ours" else run_baseline
+        print(json.dumps(run(model, data, args.steps, args.cache / f"run-{side}")))
+        return
+
+    t = time.perf_counter()
+    model, data = prepare(args.cache, args.examples)
+    print(
+        f"tiny Qwen2 + {args.examples} Beauty sample examples ready in "
+        f"{time.perf_counter() - t:.1f} s; batch {BATCH}, {args.steps} steps, "
+        f"{args.threads} threads",
+        flush=True,
+    )
+    results = {}
+    for side in ("ours", "baseline"):
+        results[side] = child(side, model, data, args)
+        print(report(results[side]), flush=True)
+    ours, base = results["ours"], results["baseline"]
+    if ours["first_batch"] != base["first_batch"] or ours["step_tokens"] != base["step_tokens"]:
+        print("warning: the two sides did not see the same batches", flush=True)
+    tokens = sum(ours["step_tokens"])
+    print(
+        f"ours / baseline: {base['loop_s'] / ours['loop_s']:.1f}x tokens/s (training loop), "
+        f"{base['total_s'] / ours['total_s']:.1f}x (whole job), "
+        f"peak RSS {ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}x; "
+        f"step-1 loss difference {abs(ours['loss_step1'] - base['loss_step1']):.2e} "
+        f"({tokens:,} tokens per side)",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
