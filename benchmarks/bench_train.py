@@ -12,10 +12,14 @@ number of optimizer steps with batch 4 and no gradient accumulation:
   step sees the same four examples; the token ids come from the same ``encode``.
 
 Each side runs in a fresh process, so peak RSS is its own. Printed per side: tokens/s of the
-training loop (sum of per-step times, data collation and optimizer step included) and of
-the whole job (model load, tokenisation, training and saving the adapter, timed the same
-way on both sides), peak RSS, and the mean loss per answer token at step 1 -- LoRA B
-starts at zero, so the two step-1 losses must agree up to float rounding. Figures only.
+training loop (sum of per-step times, data collation and optimizer step included); of the
+whole job (model load, tokenisation, training, saving the adapter; timed the same way on
+both sides, library imports excluded); peak RSS; the mean loss per answer token at step 1
+-- LoRA B starts at zero, so the two step-1 losses must agree up to float rounding; and the
+1-minute load average as the side ends. Figures only, and wall-clock ones: other processes
+on the cores slow both sides, ours (many small ops) proportionally more. A load well above
+--threads means the figures of that side are not clean; the script warns when the machine
+is already busy before it starts.
 
     python benchmarks/bench_train.py [--examples 64] [--steps 12] [--threads N]
                                      [--cache /tmp/molorec-bench-train]
@@ -139,6 +143,18 @@ def token_counts(encoded: list, plan: list[list[int]]) -> dict:
     }
 
 
+def preimport() -> None:
+    """Import, before either side starts its clock, the libraries both use (ours imports
+    them lazily inside train(), which would otherwise count seconds of imports)."""
+    import peft  # noqa: F401
+    import tqdm  # noqa: F401
+    from transformers import (  # noqa: F401
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        get_cosine_schedule_with_warmup,
+    )
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -157,6 +173,7 @@ def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
 
     s = settings(steps)
     shutil.rmtree(work, ignore_errors=True)  # no stale checkpoint to resume from
+    preimport()
     t = time.perf_counter()
     out, _ = train(str(model_dir), [str(data)], "domain", work / "adapter", work / "ckpt", s, False)
     total_s = time.perf_counter() - t
@@ -178,6 +195,7 @@ def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
         "steps": len(log),
         "loop_s": loop_s,
         "total_s": total_s,
+        "load": os.getloadavg()[0],
         "loss_step1": float(log[0]["loss"]),
         "loss_last": float(log[-1]["loss"]),
         "threads": torch.get_num_threads(),
@@ -233,6 +251,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
 
     s = settings(steps)
     shutil.rmtree(work, ignore_errors=True)
+    preimport()
     t = time.perf_counter()
     model, tokenizer = load_base(str(model_dir), dtype=torch.float32)
     tokenizer.padding_side = "right"  # as ours pads
@@ -297,6 +316,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
         "steps": trainer.state.global_step,
         "loop_s": sum(timer.times),
         "total_s": total_s,
+        "load": os.getloadavg()[0],
         "loss_step1": float(trainer.losses[0]),
         "loss_last": float(trainer.losses[-1]),
         "threads": torch.get_num_threads(),
@@ -327,7 +347,7 @@ def report(r: dict) -> str:
         f"= {tokens / r['loop_s']:,.0f} tokens/s | whole job {r['total_s']:.1f} s "
         f"= {tokens / r['total_s']:,.0f} tokens/s | peak RSS {r['peak_rss_mb'] / 1024:.2f} GB | "
         f"loss/answer token step 1 {r['loss_step1']:.5f}, step {r['steps']} "
-        f"{r['loss_last']:.5f} | {r['threads']} threads"
+        f"{r['loss_last']:.5f} | {r['threads']} threads, load {r['load']:.1f} at the end"
     )
 
 
@@ -351,6 +371,8 @@ def main() -> None:
         print(json.dumps(run(model, data, args.steps, args.cache / f"run-{side}")))
         return
 
+    if (load := os.getloadavg()[0]) > 0.5:
+        print(f"warning: load average {load:.1f} before starting; figures will be noisy")
     t = time.perf_counter()
     model, data = prepare(args.cache, args.examples)
     print(

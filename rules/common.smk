@@ -84,8 +84,47 @@ def base_model_input(wildcards):
     return BASE_MODEL if os.path.isdir(BASE_MODEL) else []
 
 
+GENERAL_ADAPTER = "results/adapters/general"
+SCENARIOS = ["warm", "cold"]
+
+
+def stage_resource(stage, name):
+    """A job resource of a stage from config resources.<stage>; gpu 0 and 1 otherwise."""
+    return config["resources"][stage].get(name, 0 if name == "gpu" else 1)
+
+
 def train_resource(name):
-    return config["resources"]["train"].get(name, 0 if name == "gpu" else 1)
+    return stage_resource("train", name)
+
+
+def lr_label(lr):
+    """A learning rate as it appears in paths: 0.5 -> 0.5, 1.0 -> 1, 1e-05 -> 1e-05."""
+    return f"{lr:g}"
+
+
+def fusion_settings(wildcards):
+    fusion = config["fusion"]
+    keys = (
+        "steps",
+        "prompts_per_step",
+        "granularity",
+        "activation",
+        "temperature",
+        "k",
+    )
+    return {"seed": config["seed"], "max_new_tokens": fusion["max_new_tokens"]} | {
+        key: fusion[key] for key in keys
+    }
+
+
+def fusion_outputs():
+    outputs = []
+    for domain in TARGET_DOMAINS:
+        outputs.append(f"results/fusion/{domain}/uniform")
+        for scenario in SCENARIOS:
+            for lr in config["fusion"]["lr_grid"][scenario]:
+                outputs.append(f"results/fusion/{domain}/{scenario}/lr{lr_label(lr)}")
+    return outputs
 
 
 def launcher(wildcards, resources):
@@ -101,4 +140,6 @@ def all_outputs():
         outputs.append("results/data/general/instructions.parquet")
         outputs.append("results/adapters/general")
     outputs += expand("results/adapters/{domain}", domain=TARGET_DOMAINS)
+    if GENERAL_DOMAINS:
+        outputs += fusion_outputs()
     return outputs

@@ -13,9 +13,10 @@ import time
 import polars as pl
 import pytest
 import torch
+from chat_data import TITLES, conversation, instructions
 from safetensors.torch import load_file
 
-from molorec.model import build_tiny_qwen2, load_base
+from molorec.model import load_base
 from molorec.train import (
     TrainSettings,
     answer_loss,
@@ -25,55 +26,6 @@ from molorec.train import (
     full_logits_loss,
     train,
 )
-
-TITLES = [
-    "CeraVe Hydrating Facial Cleanser",
-    "Halo 3: ODST",
-    "LEGO City Fire Station",
-    "数据结构（上）",
-    "Xbox 360 Wireless Controller",
-    "Burt's Bees Lip Balm",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return str(build_tiny_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2"))
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tiny):
-    return load_base(tiny)[1]
-
-
-def conversation(i: int, answer: str) -> list[dict]:
-    history = TITLES[(i + 1) % len(TITLES)]
-    return [
-        {"role": "system", "content": "You are a helpful recommendation assistant."},
-        {
-            "role": "user",
-            "content": f"User {i} bought [{history}]. Candidates: [{'||'.join(TITLES)}]. "
-            "The top products are:",
-        },
-        {"role": "assistant", "content": answer},
-    ]
-
-
-def instructions(path, n: int, answer=lambda i: TITLES[i % len(TITLES)], split="train"):
-    rows = [
-        {
-            "domain": "d",
-            "user": f"U{i}",
-            "split": split,
-            "position": 1,
-            "target": f"I{i}",
-            "cold": False,
-            "messages": conversation(i, answer(i)),
-        }
-        for i in range(n)
-    ]
-    pl.DataFrame(rows).write_parquet(path)
-    return str(path)
 
 
 def settings(**kw) -> TrainSettings:

@@ -1,0 +1,488 @@
+"""Fusion: mixing frozen LoRA adapters with weights learned at test time, without labels.
+
+Every LoRA-targeted linear layer m gets mixing logits theta (one entry per adapter, shared
+per module, per transformer block or globally) and computes
+
+    W0 x + sum_i w_i * s_i * B_i A_i x,    w = softmax(theta / T)  or  sigmoid(theta)
+
+with the adapters frozen. The mixture is exported as ONE standard PEFT LoRA adapter,
+exactly: A stacked from the adapters' A matrices, B from their B matrices times weight
+and scaling, rank = sum of ranks, scaling 1.
+
+The objective (DESIGN.md section 2, step 8) is the mean entropy of the next-token
+distribution at the first k tokens of every title of the greedy answer. The answer is
+generated once with the KV cache and no gradient; one forward pass with gradient over
+prompt + answer then scores all chosen positions (the LM head runs only there).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ADAPTER_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "adapter_config.json"
+PEFT_PREFIX = "base_model.model."
+
+
+# --- adapters on disk ---------------------------------------------------------------------
+
+
+@dataclass
+class LoraAdapter:
+    """One PEFT LoRA adapter: per module stem, A [r, in] and B [out, r], and its scaling."""
+
+    path: Path
+    config: dict
+    A: dict[str, torch.Tensor]
+    B: dict[str, torch.Tensor]
+    scaling: float
+
+    @classmethod
+    def load(cls, path: str | Path) -> LoraAdapter:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config = json.loads((path / CONFIG_FILE).read_text())
+        if config.get("rank_pattern") or config.get("alpha_pattern"):
+            raise ValueError(f"{path}: per-module rank or alpha patterns are not supported")
+        r, alpha = config["r"], config["lora_alpha"]
+        scaling = alpha / r**0.5 if config.get("use_rslora") else alpha / r
+        tensors = load_file(path / ADAPTER_FILE)
+        A, B = {}, {}
+        for key, value in tensors.items():
+            if key.endswith(".lora_A.weight"):
+                A[key[: -len(".lora_A.weight")]] = value
+            elif key.endswith(".lora_B.weight"):
+                B[key[: -len(".lora_B.weight")]] = value
+        if A.keys() != B.keys() or not A:
+            raise ValueError(f"{path}: not a LoRA adapter with matching A and B matrices")
+        return cls(path, config, A, B, scaling)
+
+
+def module_name(stem: str) -> str:
+    """Adapter key stem -> the module's name in the base model."""
+    return stem[len(PEFT_PREFIX) :] if stem.startswith(PEFT_PREFIX) else stem
+
+
+# --- the mixture --------------------------------------------------------------------------
+
+
+def group_of(stem: str, granularity: str) -> str:
+    """Which mixing logits a module uses: its own, its transformer block's, or the model's."""
+    if granularity == "module":
+        return stem
+    if granularity == "layer":
+        m = re.search(r"\.layers\.(\d+)\.", stem)
+        return f"layer{m.group(1)}" if m else "other"
+    if granularity == "global":
+        return "all"
+    raise ValueError(f"fusion.granularity {granularity!r}: module | layer | global")
+
+
+class MixingWeights(nn.Module):
+    """The learnable logits theta per group and the activation that turns them into weights."""
+
+    def __init__(self, groups: list[str], n_adapters: int, activation: str, temperature: float):
+        super().__init__()
+        if activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"fusion.activation {activation!r}: softmax | sigmoid")
+        self.index = {g: i for i, g in enumerate(groups)}
+        # Equal initial weights: softmax(0) = 1/n each, sigmoid(0) = 1/2 each.
+        self.theta = nn.Parameter(torch.zeros(len(groups), n_adapters))
+        self.activation, self.temperature = activation, temperature
+
+    def weights(self) -> torch.Tensor:
+        if self.activation == "softmax":
+            return torch.softmax(self.theta / self.temperature, dim=-1)
+        return torch.sigmoid(self.theta)
+
+
+class MixtureLinear(nn.Module):
+    """A base linear layer plus a weighted sum of frozen LoRA updates; adds nothing else."""
+
+    def __init__(self, base: nn.Linear, A: list, B: list, scalings: list, mixing, group: str):
+        super().__init__()
+        self.base = base
+        dtype, device = base.weight.dtype, base.weight.device
+        # Stacked once: x A^T for all adapters in one matmul, then one B matmul.
+        self.register_buffer("A", torch.cat(A).to(device, dtype), persistent=False)
+        self.register_buffer("B", torch.cat(B, dim=1).to(device, dtype), persistent=False)
+        self.register_buffer("scaling", torch.tensor(scalings), persistent=False)
+        self.ranks = [a.shape[0] for a in A]
+        self.mixing = [mixing]  # a list: not registered as this module's child
+        self.group = group
+
+    def mix(self) -> torch.Tensor:
+        """Effective weights w_i of this layer (after the activation)."""
+        mixing = self.mixing[0]
+        return mixing.weights()[mixing.index[self.group]]
+
+    def column_scale(self) -> torch.Tensor:
+        per_adapter = self.mix() * self.scaling.to(self.mix().device)
+        return torch.repeat_interleave(
+            per_adapter, torch.tensor(self.ranks, device=per_adapter.device)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.linear(x, self.A) * self.column_scale().to(x.dtype)
+        return self.base(x) + F.linear(z, self.B)
+
+
+class Mixture(nn.Module):
+    """A base causal LM whose LoRA-targeted layers mix the given adapters."""
+
+    def __init__(
+        self,
+        model,
+        adapters: list[LoraAdapter],
+        granularity: str = "module",
+        activation: str = "softmax",
+        temperature: float = 1.0,
+    ):
+        super().__init__()
+        stems = list(adapters[0].A)
+        for adapter in adapters[1:]:
+            if set(adapter.A) != set(stems):
+                raise ValueError(
+                    f"{adapter.path}: wraps other modules than {adapters[0].path}; mixing needs "
+                    "the same target modules in every adapter"
+                )
+        self.model = model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.adapters = adapters
+        self.stems = stems
+        groups = list(dict.fromkeys(group_of(s, granularity) for s in stems))
+        self.mixing = MixingWeights(groups, len(adapters), activation, temperature)
+        self.layers: dict[str, MixtureLinear] = {}
+        for stem in stems:
+            parent_name, _, child = module_name(stem).rpartition(".")
+            parent = model.get_submodule(parent_name)
+            layer = MixtureLinear(
+                getattr(parent, child),
+                [a.A[stem] for a in adapters],
+                [a.B[stem] for a in adapters],
+                [a.scaling for a in adapters],
+                self.mixing,
+                group_of(stem, granularity),
+            )
+            setattr(parent, child, layer)
+            self.layers[stem] = layer
+
+    def effective_weights(self) -> dict[str, list[float]]:
+        """Per wrapped layer (named as in the adapters' keys), the weights in adapter order."""
+        with torch.no_grad():
+            return {stem: layer.mix().tolist() for stem, layer in self.layers.items()}
+
+    def set_weights(self, weights: list[float]) -> None:
+        """Fix every layer's effective weights (e.g. [1, 0]); softmax needs a distribution."""
+        w = torch.tensor(weights, dtype=torch.float32)
+        with torch.no_grad():
+            if self.mixing.activation == "softmax":
+                theta = torch.log(w.clamp_min(1e-30)) * self.mixing.temperature
+            else:
+                theta = torch.logit(w.clamp(1e-7, 1 - 1e-7))
+            self.mixing.theta.copy_(theta.expand_as(self.mixing.theta))
+
+    def export(self, out_dir: str | Path, tokenizer=None) -> Path:
+        """Write the mixture as one exact PEFT LoRA adapter (rank = sum of ranks, scaling 1)."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        with torch.no_grad():
+            for stem, layer in self.layers.items():
+                A = torch.cat([a.A[stem] for a in self.adapters]).float()
+                B = torch.cat([b.B[stem] for b in self.adapters], dim=1).float()
+                tensors[f"{stem}.lora_A.weight"] = A.contiguous()
+                tensors[f"{stem}.lora_B.weight"] = (
+                    B * layer.column_scale().float().cpu()
+                ).contiguous()
+        save_file(tensors, out / ADAPTER_FILE, metadata={"format": "pt"})
+        rank = sum(a.config["r"] for a in self.adapters)
+        config = dict(self.adapters[0].config)
+        config.update(
+            r=rank,
+            lora_alpha=rank,  # scaling alpha / r = 1: the weights and scalings sit in B
+            use_rslora=False,
+            lora_dropout=0.0,
+            rank_pattern={},
+            alpha_pattern={},
+            target_modules=sorted({s.rsplit(".", 1)[-1] for s in self.stems}),
+        )
+        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        return out
+
+
+# --- the objective ------------------------------------------------------------------------
+
+
+def separator_ids(tokenizer, separator: str = "||") -> set[int]:
+    """Every token whose text contains the separator, found in the tokenizer's vocabulary
+    (never a hard-coded id): a title ends wherever the model emits one of them."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    ids = set()
+    for i, piece in enumerate(pieces):
+        if (
+            piece is not None
+            and "|" in piece
+            and separator in tokenizer.convert_tokens_to_string([piece])
+        ):
+            ids.add(i)
+    if not ids:
+        raise ValueError(f"the tokenizer has no token containing {separator!r}")
+    return ids
+
+
+def chosen_positions(answer: list[int], k: int, separators: set[int], stop: set[int]) -> list[int]:
+    """Indices (within the answer) of the first k tokens of every title."""
+    chosen, count = [], 0
+    for j, tok in enumerate(answer):
+        if tok in stop:
+            break
+        if tok in separators:
+            count = 0
+            continue
+        if count < k:
+            chosen.append(j)
+        count += 1
+    return chosen
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass
+class Scored:
+    """A prompt batch with its greedy answers and the positions the objective scores."""
+
+    input_ids: torch.Tensor  # [B, T] left-padded prompt + answer
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    rows: torch.Tensor  # [N] batch row of each chosen token
+    cols: torch.Tensor  # [N] position whose logits predict the chosen token
+    answers: list[list[int]]
+
+
+def greedy_answers(
+    mixture: Mixture,
+    tokenizer,
+    prompts: list[list[dict]],
+    k: int,
+    max_new_tokens: int,
+    separators: set[int],
+) -> Scored:
+    """Greedy answers with the KV cache and no gradient, and the positions to score."""
+    model = mixture.model
+    tokenizer.padding_side = "left"
+    enc = tokenizer.apply_chat_template(
+        prompts, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+    ).to(model.device)
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    with torch.no_grad():
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(stop - {None}),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    width = enc["input_ids"].shape[1]
+    mask = torch.zeros_like(out)
+    mask[:, :width] = enc["attention_mask"]
+    rows, cols, answers = [], [], []
+    for b in range(out.shape[0]):
+        answer = out[b, width:].tolist()
+        end = next((j + 1 for j, t in enumerate(answer) if t in stop), len(answer))
+        mask[b, width : width + end] = 1
+        answers.append(answer[:end])
+        for j in chosen_positions(answer, k, separators, stop):
+            rows.append(b)
+            cols.append(width + j - 1)  # logits at t predict token t + 1
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=out.device)  # noqa: E731
+    return Scored(out, mask, position_ids, as_tensor(rows), as_tensor(cols), answers)
+
+
+def answer_entropy(mixture: Mixture, scored: Scored) -> torch.Tensor:
+    """Mean entropy at the chosen positions, in one forward pass with gradient."""
+    model = mixture.model
+    hidden = model.model(
+        input_ids=scored.input_ids,
+        attention_mask=scored.attention_mask,
+        position_ids=scored.position_ids,
+    ).last_hidden_state
+    logits = model.lm_head(hidden[scored.rows, scored.cols])
+    return entropy(logits).mean()
+
+
+# --- adaptation ---------------------------------------------------------------------------
+
+
+@dataclass
+class FusionSettings:
+    lr: float = 1.0
+    steps: int = 1  # passes over the adaptation prompts
+    prompts_per_step: int = 1
+    granularity: str = "module"
+    activation: str = "softmax"
+    temperature: float = 1.0
+    k: int = 3
+    max_new_tokens: int = 128
+    seed: int = 42
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FusionSettings:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def adapt(
+    mixture: Mixture,
+    tokenizer,
+    prompts: list[list[dict]],
+    s: FusionSettings,
+    progress: bool = False,
+) -> list[dict]:
+    """Learn the mixing logits on unlabeled prompts (system + user turns only)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(s.seed)
+    mixture.model.eval()  # no dropout: the objective must be deterministic
+    optimizer = torch.optim.Adam([mixture.mixing.theta], lr=s.lr)
+    separators = separator_ids(tokenizer)
+    trajectory = []
+    batches = [
+        prompts[i : i + s.prompts_per_step] for i in range(0, len(prompts), s.prompts_per_step)
+    ]
+    total = s.steps * len(batches)
+    bar = tqdm(total=total, disable=not progress, desc="fusion", mininterval=10)
+    for _ in range(s.steps):
+        for batch in batches:
+            scored = greedy_answers(mixture, tokenizer, batch, s.k, s.max_new_tokens, separators)
+            loss = None
+            if len(scored.rows):  # an empty answer gives no signal: logged, not stepped
+                loss = answer_entropy(mixture, scored)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            w = mixture.mixing.weights().detach()
+            trajectory.append(
+                {
+                    "step": len(trajectory) + 1,
+                    "loss": None if loss is None else float(loss.detach()),
+                    "scored_tokens": int(len(scored.rows)),
+                    "general_weight_mean": float(w[:, 0].mean()),
+                    "general_weight_min": float(w[:, 0].min()),
+                    "general_weight_max": float(w[:, 0].max()),
+                }
+            )
+            bar.update(1)
+    bar.close()
+    return trajectory
+
+
+def write_outputs(mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: str | Path) -> None:
+    """adapter/ (one PEFT adapter), fusion_weights.json and trajectory.csv."""
+    out = Path(out_dir)
+    adapter = out / "adapter"
+    shutil.rmtree(adapter, ignore_errors=True)
+    mixture.export(adapter, tokenizer)
+    weights = {
+        "adapters": [str(a.path) for a in mixture.adapters],
+        "weights": mixture.effective_weights(),
+    }
+    (out / "fusion_weights.json").write_text(json.dumps(weights, indent=1) + "\n")
+    fields = [
+        "step",
+        "loss",
+        "scored_tokens",
+        "general_weight_mean",
+        "general_weight_min",
+        "general_weight_max",
+    ]
+    with open(out / "trajectory.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(trajectory)
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+
+def adaptation_prompts(instructions, scenario: str, adapt_on: str, n: int) -> list[list[dict]]:
+    """The first n prompts of the scenario's split, without their answers: the assistant
+    turn (the label) is dropped here and never reaches the objective."""
+    import polars as pl
+
+    rows = instructions.filter(
+        (pl.col("split") == adapt_on) & (pl.col("cold") == (scenario == "cold"))
+    ).head(n)
+    return [
+        [turn for turn in messages if turn["role"] != "assistant"]
+        for messages in rows["messages"].to_list()
+    ]
+
+
+def run(
+    base: str,
+    adapters: list[str],
+    instructions: str,
+    scenario: str,
+    adapt_on: str,
+    n_prompts: int,
+    settings: FusionSettings,
+    out_dir: str | Path,
+    progress: bool = False,
+) -> dict:
+    """Adapt the mixing weights of ``adapters`` on a scenario's prompts and write the result."""
+    import polars as pl
+
+    from molorec.model import load_base
+
+    model, tokenizer = load_base(base)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    mixture = Mixture(
+        model,
+        [LoraAdapter.load(a) for a in adapters],
+        settings.granularity,
+        settings.activation,
+        settings.temperature,
+    )
+    prompts = adaptation_prompts(pl.read_parquet(instructions), scenario, adapt_on, n_prompts)
+    if not prompts:
+        raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
+    trajectory = adapt(mixture, tokenizer, prompts, settings, progress)
+    write_outputs(mixture, tokenizer, trajectory, out_dir)
+    return {"prompts": len(prompts), "steps": len(trajectory)}
+
+
+def run_uniform(
+    base: str, adapters: list[str], out_dir: str | Path, settings: FusionSettings
+) -> None:
+    """The mixture at its equal starting weights, exported like a learned one."""
+    from molorec.model import load_base
+
+    model, tokenizer = load_base(base)
+    mixture = Mixture(
+        model,
+        [LoraAdapter.load(a) for a in adapters],
+        settings.granularity,
+        settings.activation,
+        settings.temperature,
+    )
+    write_outputs(mixture, tokenizer, [], out_dir)

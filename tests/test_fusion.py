@@ -1,0 +1,264 @@
+"""Fusion: exact export, the entropy objective against the original scheme, behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import torch
+from chat_data import TITLES, conversation, instructions
+from reference_fusion import original_gradient
+from safetensors.torch import load_file
+
+from molorec.fusion import (
+    FusionSettings,
+    LoraAdapter,
+    Mixture,
+    adapt,
+    answer_entropy,
+    chosen_positions,
+    greedy_answers,
+    run,
+    separator_ids,
+)
+from molorec.model import load_base
+from molorec.train import TrainSettings, train
+
+
+def random_adapter(base_path: str, out, r: int, alpha: int, seed: int) -> str:
+    """A LoRA adapter with random, non-zero A and B (no training needed for exactness)."""
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_base(base_path)
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules="all-linear",
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.mul_(0.5)
+    peft_model.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def random_pair(tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    # Different ranks and scalings: the export must handle both.
+    return [random_adapter(tiny, root / "a", 4, 8, 1), random_adapter(tiny, root / "b", 8, 4, 2)]
+
+
+def prompt(i: int) -> list[dict]:
+    return conversation(i, "unused")[:-1]
+
+
+def logits_of(model, tokenizer, messages) -> torch.Tensor:
+    enc = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+@pytest.mark.parametrize("granularity", ["module", "layer", "global"])
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_exported_adapter_reproduces_the_live_mixture(
+    tiny, tokenizer, random_pair, tmp_path, granularity, activation
+):
+    from peft import PeftModel
+
+    mixture = Mixture(
+        load_base(tiny)[0],
+        [LoraAdapter.load(p) for p in random_pair],
+        granularity,
+        activation,
+        temperature=0.7,
+    )
+    with torch.no_grad():
+        mixture.mixing.theta.copy_(torch.randn_like(mixture.mixing.theta))
+    groups = {"module": len(mixture.stems), "layer": 2, "global": 1}[granularity]
+    assert mixture.mixing.theta.shape == (groups, 2)
+    out = mixture.export(tmp_path / "adapter")
+    live = logits_of(mixture.model, tokenizer, prompt(0))
+    exported = PeftModel.from_pretrained(load_base(tiny)[0], out).eval()
+    torch.testing.assert_close(logits_of(exported, tokenizer, prompt(0)), live, rtol=0, atol=1e-5)
+
+    # Recompute every layer's merged update from the adapters' own files and the weights.
+    weights = mixture.effective_weights()
+    merged = load_file(out / "adapter_model.safetensors")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 12 and config["lora_alpha"] == 12
+    for stem, (w_a, w_b) in weights.items():
+        delta = 0
+        for path, w in zip(random_pair, (w_a, w_b), strict=True):
+            cfg = json.loads((tmp_path.parent / path / "adapter_config.json").read_text())
+            own = load_file(f"{path}/adapter_model.safetensors")
+            s = cfg["lora_alpha"] / cfg["r"]
+            delta = delta + w * s * own[f"{stem}.lora_B.weight"] @ own[f"{stem}.lora_A.weight"]
+        got = merged[f"{stem}.lora_B.weight"] @ merged[f"{stem}.lora_A.weight"]
+        torch.testing.assert_close(got, delta, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_one_zero_reproduce_the_general_adapter(tiny, tokenizer, random_pair):
+    from peft import PeftModel
+
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
+    mixture.set_weights([1.0, 0.0])
+    alone = PeftModel.from_pretrained(load_base(tiny)[0], random_pair[0]).eval()
+    torch.testing.assert_close(
+        logits_of(mixture.model, tokenizer, prompt(1)),
+        logits_of(alone, tokenizer, prompt(1)),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
+def test_equal_initial_weights(tiny, random_pair):
+    for activation, expected in (("softmax", 0.5), ("sigmoid", 0.5)):
+        mixture = Mixture(
+            load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], activation=activation
+        )
+        for w in mixture.effective_weights().values():
+            assert w == pytest.approx([expected, expected])
+
+
+def test_separators_come_from_the_tokenizer(tokenizer):
+    seps = separator_ids(tokenizer)
+    assert set(tokenizer.encode("||", add_special_tokens=False)) <= seps
+    assert all("||" in tokenizer.decode([i]) for i in seps)
+
+
+def test_first_k_tokens_of_every_title():
+    sep, eos = 99, 100
+    answer = [1, 2, 3, 4, sep, 5, 6, sep, 7, 8, 9, 10, eos, 11]
+    assert chosen_positions(answer, 3, {sep}, {eos}) == [0, 1, 2, 5, 6, 8, 9, 10]
+    assert chosen_positions(answer, 1, {sep}, {eos}) == [0, 5, 8]
+    assert chosen_positions([eos], 3, {sep}, {eos}) == []
+
+
+@pytest.mark.parametrize("granularity", ["module", "global"])
+def test_gradient_equals_the_original_token_by_token_scheme(
+    tiny, tokenizer, random_pair, granularity
+):
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], granularity)
+    with torch.no_grad():
+        mixture.mixing.theta.copy_(torch.randn_like(mixture.mixing.theta) * 0.3)
+    prompts, k, max_new = [prompt(0), prompt(3)], 3, 12
+    scored = greedy_answers(mixture, tokenizer, prompts, k, max_new, separator_ids(tokenizer))
+    assert len(scored.rows) > 0
+    mixture.mixing.theta.grad = None
+    answer_entropy(mixture, scored).backward()
+    ours = mixture.mixing.theta.grad.clone()
+    reference = original_gradient(mixture, tokenizer, prompts, k, max_new)
+    assert ours.abs().max() > 0
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+
+
+def course_conversation(i: int, answer: str) -> list[dict]:
+    """Set Y: another domain's template, so adapter B is unsure on set X's prompts."""
+    return [
+        {"role": "system", "content": "你是一个课程推荐助手。"},
+        {"role": "user", "content": f"学生 {i} 学过《{TITLES[(i + 2) % 6]}》。请推荐下一门课程："},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+@pytest.fixture(scope="module")
+def memorised_pair(tiny, tmp_path_factory):
+    """Adapter A memorised answers on prompts X, adapter B on prompts Y."""
+    root = tmp_path_factory.mktemp("memorised")
+    s = TrainSettings(
+        lr=1e-2,
+        per_device_batch=4,
+        grad_accum=1,
+        max_steps=120,
+        warmup_ratio=0.0,
+        save_every=0,
+        epochs=1000,
+        lora_dropout=0.0,
+    )
+    sets = {
+        "A": [conversation(i, TITLES[i]) for i in range(4)],
+        "B": [course_conversation(i, TITLES[(i + 3) % 6]) for i in range(4)],
+    }
+    paths = []
+    for name, convs in sets.items():
+        rows = [
+            {
+                "domain": "d",
+                "user": f"U{i}",
+                "split": "train",
+                "position": 1,
+                "target": "t",
+                "cold": False,
+                "messages": c,
+            }
+            for i, c in enumerate(convs)
+        ]
+        pl.DataFrame(rows).write_parquet(root / f"{name}.parquet")
+        out, _ = train(
+            tiny,
+            [str(root / f"{name}.parquet")],
+            "domain",
+            root / name,
+            root / f"ck{name}",
+            s,
+            progress=False,
+        )
+        paths.append(str(out))
+    return paths
+
+
+def test_adapting_on_x_moves_weight_towards_the_adapter_that_knows_x(
+    tiny, tokenizer, memorised_pair
+):
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in memorised_pair])
+    start = torch.tensor(list(mixture.effective_weights().values()))[:, 0].mean()
+    s = FusionSettings(lr=0.5, steps=3, k=3, max_new_tokens=16)
+    trajectory = adapt(mixture, tokenizer, [prompt(i) for i in range(4)], s)
+    end = torch.tensor(list(mixture.effective_weights().values()))[:, 0].mean()
+    assert start == pytest.approx(0.5)
+    assert end > start + 0.2, trajectory
+    # The same with the adapters in the other order: the weight follows the adapter.
+    swapped = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in memorised_pair[::-1]])
+    adapt(swapped, tokenizer, [prompt(i) for i in range(4)], s)
+    assert torch.tensor(list(swapped.effective_weights().values()))[:, 1].mean() > start + 0.2
+
+
+def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path):
+    data = pl.read_parquet(instructions(tmp_path / "d.parquet", 6, split="test"))
+    scrambled = data.with_columns(
+        target=pl.lit("nothing"),
+        messages=pl.Series([conversation(i, "Scrambled||answer") for i in range(6)]),
+    )
+    data.write_parquet(tmp_path / "true.parquet")
+    scrambled.write_parquet(tmp_path / "scrambled.parquet")
+    s = FusionSettings(lr=1.0, steps=1, k=2, max_new_tokens=8)
+    for name in ("true", "scrambled"):
+        run(
+            tiny,
+            random_pair,
+            str(tmp_path / f"{name}.parquet"),
+            "warm",
+            "test",
+            3,
+            s,
+            tmp_path / name,
+        )
+    assert (tmp_path / "true/fusion_weights.json").read_bytes().replace(b"true", b"") == (
+        tmp_path / "scrambled/fusion_weights.json"
+    ).read_bytes().replace(b"scrambled", b"")
+    assert (tmp_path / "true/trajectory.csv").read_text() == (
+        tmp_path / "scrambled/trajectory.csv"
+    ).read_text()
+    a = load_file(tmp_path / "true/adapter/adapter_model.safetensors")
+    b = load_file(tmp_path / "scrambled/adapter/adapter_model.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert TITLES  # the prompts themselves are the same
