@@ -135,3 +135,35 @@ def test_adapters_are_peft_folders_that_load(sample_run):
         assert log.columns == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb"]
         assert log["loss"].tail(5).mean() < log["loss"].head(5).mean()
         base = model.unload()
+
+
+def test_fusion_outputs_recompose_from_the_two_adapters(sample_run):
+    from safetensors.torch import load_file
+
+    workdir, config = sample_run
+    lr_grid = config["fusion"]["lr_grid"]
+    for domain, spec in config["domains"].items():
+        if spec["role"] != "target":
+            continue
+        own = [
+            load_file(workdir / f"results/adapters/{a}/adapter_model.safetensors")
+            for a in ("general", domain)
+        ]
+        settings = [(s, f"lr{lr:g}") for s in ("warm", "cold") for lr in lr_grid[s]]
+        for scenario, lr in [*settings, ("uniform", "")]:
+            folder = workdir / "results/fusion" / domain / scenario / lr
+            weights = json.loads((folder / "fusion_weights.json").read_text())
+            merged = load_file(folder / "adapter/adapter_model.safetensors")
+            assert {k.rsplit(".lora_", 1)[0] for k in own[0]} == set(weights)
+            for stem, w in weights.items():
+                if scenario == "uniform":
+                    assert w == pytest.approx([0.5, 0.5])
+                # alpha / r = 32 / 16 for both adapters (the default LoRA shape).
+                delta = sum(
+                    wi * 2.0 * o[f"{stem}.lora_B.weight"] @ o[f"{stem}.lora_A.weight"]
+                    for wi, o in zip(w, own, strict=True)
+                )
+                got = merged[f"{stem}.lora_B.weight"] @ merged[f"{stem}.lora_A.weight"]
+                assert (got - delta).abs().max() < 1e-5
+            if scenario != "uniform":
+                assert (folder / "trajectory.csv").read_text().startswith("step,loss")

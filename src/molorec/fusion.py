@@ -21,7 +21,7 @@ import csv
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -127,7 +127,9 @@ class MixtureLinear(nn.Module):
         return mixing.weights()[mixing.index[self.group]]
 
     def column_scale(self) -> torch.Tensor:
-        per_adapter = self.mix() * self.scaling.to(self.mix().device)
+        """Per rank-column factor w_i * s_i of the stacked matrices."""
+        mix = self.mix()
+        per_adapter = mix * self.scaling.to(mix.device)
         return torch.repeat_interleave(
             per_adapter, torch.tensor(self.ranks, device=per_adapter.device)
         )
@@ -401,10 +403,8 @@ def write_outputs(mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: 
     adapter = out / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)
     mixture.export(adapter, tokenizer)
-    weights = {
-        "adapters": [str(a.path) for a in mixture.adapters],
-        "weights": mixture.effective_weights(),
-    }
+    # Per wrapped layer, named as in the adapters' keys: weights in adapter order.
+    weights = mixture.effective_weights()
     (out / "fusion_weights.json").write_text(json.dumps(weights, indent=1) + "\n")
     fields = [
         "step",
@@ -468,7 +468,15 @@ def run(
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
     trajectory = adapt(mixture, tokenizer, prompts, settings, progress)
     write_outputs(mixture, tokenizer, trajectory, out_dir)
-    return {"prompts": len(prompts), "steps": len(trajectory)}
+    info = {
+        "adapters": adapters,  # the order of every weight list
+        "scenario": scenario,
+        "adapt_on": adapt_on,
+        "prompts": len(prompts),
+        "settings": asdict(settings),
+    }
+    (Path(out_dir) / "fusion_info.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
 
 
 def run_uniform(

@@ -21,4 +21,4 @@ with log_to(snakemake.log[0]) as log:
         snakemake.output[0],
         progress=True,
     )
-    log.info("adapted on %d prompts in %d steps", summary["prompts"], summary["steps"])
+    log.info("adapted on %d %s prompts", summary["prompts"], summary["adapt_on"])
