@@ -1,0 +1,138 @@
+"""Predictions: a ranking of each example's candidates, by generation or by scoring.
+
+- ``generate``: batched greedy decoding (left padding); the answer is split on ``||`` and
+  every part matched exactly (or, optionally, after normalising case, spaces and HTML
+  entities) to the example's candidate titles. Titles that are not candidates are counted
+  as invalid, repeats as duplicates; the ranking keeps the valid ones, first occurrence.
+- ``rank``: every candidate title is scored by its log-likelihood as the first title of the
+  answer (its tokens and the separator after it). The prompt is encoded once per example
+  and the candidates share its KV cache. A full ranking, always valid.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+import torch
+
+from molorec.data.titles import SEPARATOR
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(title: str) -> str:
+    return _SPACE.sub(" ", html.unescape(title)).strip().casefold()
+
+
+@dataclass
+class Parsed:
+    ranking: list[str]
+    n_invalid: int
+    n_duplicate: int
+
+
+def parse_answer(
+    text: str | None, titles: list[str], ids: list[str], normalised: bool = False
+) -> Parsed:
+    """Turn generated text into a ranking of candidate ids."""
+    if not text:
+        return Parsed([], 0, 0)
+    key = normalise if normalised else (lambda t: t)
+    lookup = {key(t): i for t, i in zip(titles, ids, strict=True)}
+    ranking, invalid, duplicate = [], 0, 0
+    for part in text.split(SEPARATOR):
+        # Titles never start or end with a pipe or a space (see titles.clean_title).
+        title = part.strip().strip("|").strip()
+        if not title:
+            continue
+        item = lookup.get(key(title))
+        if item is None:
+            invalid += 1
+        elif item in ranking:
+            duplicate += 1
+        else:
+            ranking.append(item)
+    return Parsed(ranking, invalid, duplicate)
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    prompt = [m for m in messages if m["role"] != "assistant"]
+    return tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+
+
+def generate_texts(
+    model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
+    """Greedy answers for a list of prompts (system + user turns)."""
+    tokenizer.padding_side = "left"
+    stop = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
+    texts = []
+    for lo in range(0, len(prompts), batch_size):
+        enc = tokenizer.apply_chat_template(
+            prompts[lo : lo + batch_size],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+            padding=True,
+        ).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        width = enc["input_ids"].shape[1]
+        texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return texts
+
+
+def candidate_ids(tokenizer, titles: list[str]) -> list[list[int]]:
+    """Tokens of each title as the first title of an answer: the title, then the separator."""
+    return tokenizer([t + SEPARATOR for t in titles], add_special_tokens=False)["input_ids"]
+
+
+def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:
+    """Log-likelihood of every candidate continuation, sharing the prompt's KV cache."""
+    device = model.device
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        n, width, p = len(candidates), max(len(c) for c in candidates), len(prompt)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        ids = torch.zeros((n, width), dtype=torch.long, device=device)
+        mask = torch.zeros((n, width), dtype=torch.long, device=device)
+        for row, c in enumerate(candidates):
+            ids[row, : len(c)] = torch.tensor(c, device=device)
+            mask[row, : len(c)] = 1
+        attention = torch.cat([torch.ones((n, p), dtype=torch.long, device=device), mask], 1)
+        positions = torch.arange(p, p + width, device=device).expand(n, width)
+        logits = model(
+            input_ids=ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        # Token j of a candidate is predicted by position j-1; token 0 by the prompt's end.
+        following = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        return first[ids[:, 0]] + following.sum(-1)
+
+
+def rank_brute_force(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:
+    """Reference: each candidate scored by a full forward of prompt + candidate, no cache."""
+    scores = []
+    with torch.no_grad():
+        for c in candidates:
+            seq = torch.tensor([prompt + c], device=model.device)
+            logp = torch.log_softmax(model(input_ids=seq).logits[0].float(), dim=-1)
+            positions = torch.arange(len(prompt) - 1, len(prompt) + len(c) - 1)
+            scores.append(logp[positions, torch.tensor(c)].sum())
+    return torch.stack(scores)

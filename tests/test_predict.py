@@ -1,0 +1,87 @@
+"""Answer parsing, the rank backend against brute force, and metrics on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from chat_data import TITLES, conversation
+
+from molorec.metrics import paired_bootstrap, per_example, summarise, target_rank
+from molorec.model import load_base
+from molorec.predict import (
+    candidate_ids,
+    parse_answer,
+    prompt_ids,
+    rank_brute_force,
+    rank_candidates,
+)
+
+IDS = [f"I{i}" for i in range(len(TITLES))]
+
+
+@pytest.mark.parametrize(
+    ("text", "ranking", "invalid", "duplicate"),
+    [
+        ("Halo 3: ODST", ["I1"], 0, 0),  # no separator
+        ("  Halo 3: ODST ||LEGO City Fire Station  ", ["I1", "I2"], 0, 0),  # extra spaces
+        ("Halo 3: ODST||Halo 4||数据结构（上）", ["I1", "I3"], 1, 0),  # a hallucinated title
+        ("Halo 3: ODST||Halo 3: ODST||Halo 3: ODST", ["I1"], 0, 2),  # duplicates
+        ("", [], 0, 0),  # empty output
+        (None, [], 0, 0),
+        ("||Burt's Bees Lip Balm|||Halo 3: ODST||", ["I5", "I1"], 0, 0),  # stray pipes
+        ("halo 3: odst", [], 1, 0),  # exact matching is case-sensitive
+    ],
+)
+def test_parse_answer(text, ranking, invalid, duplicate):
+    parsed = parse_answer(text, TITLES, IDS)
+    assert (parsed.ranking, parsed.n_invalid, parsed.n_duplicate) == (ranking, invalid, duplicate)
+
+
+def test_parse_answer_with_titles_holding_pipes_and_normalised_matching():
+    titles = ["Red|Blue Nail Polish", "Tom & Jerry", "A  B"]
+    ids = ["x", "y", "z"]
+    assert parse_answer("Red|Blue Nail Polish||Tom & Jerry", titles, ids).ranking == ["x", "y"]
+    assert parse_answer("tom &amp; jerry||a b", titles, ids).ranking == []
+    assert parse_answer("tom &amp; jerry||a b", titles, ids, normalised=True).ranking == ["y", "z"]
+
+
+def test_rank_backend_equals_brute_force_scoring(tiny, tokenizer):
+    model, _ = load_base(tiny)
+    model.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():  # a less uniform model than the fresh one
+        for p in model.model.layers.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    prompt = prompt_ids(tokenizer, conversation(0, "unused"))
+    cands = candidate_ids(tokenizer, TITLES)
+    fast = rank_candidates(model, prompt, cands)
+    slow = rank_brute_force(model, prompt, cands)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-4)
+    assert len(set(torch.argsort(fast, descending=True).tolist())) == len(TITLES)
+
+
+def test_metrics_hand_computed():
+    assert target_rank(["a", "b", "c"], "b") == 2 and target_rank(["a"], "z") is None
+    values = per_example([1, 2, 4, None])
+    assert values["HR@1"].tolist() == [1, 0, 0, 0]
+    assert values["HR@3"].tolist() == [1, 1, 0, 0]
+    assert values["HR@5"].tolist() == [1, 1, 1, 0]
+    assert values["NDCG@3"].tolist() == pytest.approx([1, 1 / math.log2(3), 0, 0])
+    assert values["NDCG@5"].tolist() == pytest.approx([1, 1 / math.log2(3), 1 / math.log2(5), 0])
+    assert values["MRR"].tolist() == pytest.approx([1, 0.5, 0.25, 0])
+    summary = summarise([1, 2, 4, None], valid_ratio=0.75, seed=1)
+    assert summary["HR@3"] == 0.5 and summary["n"] == 4 and summary["valid_ratio"] == 0.75
+    lo, hi = summary["HR@3_ci95"]
+    assert 0 <= lo <= 0.5 <= hi <= 1
+
+
+def test_paired_bootstrap():
+    a = np.array([1.0] * 80 + [0.0] * 20)
+    b = np.array([0.0] * 80 + [0.0] * 20)
+    clear = paired_bootstrap(a, b, seed=0)
+    assert clear["diff"] == pytest.approx(0.8) and clear["p"] < 0.01
+    same = paired_bootstrap(a, a.copy(), seed=0)
+    assert same["diff"] == 0 and same["p"] == 1.0
