@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from chat_data import TITLES, conversation
@@ -114,3 +115,40 @@ def test_baselines_on_a_known_sequence():
     rnd = BASELINES["random"](seed=0).fit(seqs)
     assert sorted(rank(rnd, ["a"], cands, key="u1")) == sorted(cands)
     assert rank(rnd, ["a"], cands, key="u1") == rank(rnd, ["a"], cands, key="u1")
+
+
+# --- evaluation outputs and selection ----------------------------------------------------
+
+
+def test_evaluation_outputs_and_selection_without_test_labels(tmp_path):
+    from molorec.evaluate import metrics_of, predict_baseline, select_lr, write_evaluation
+
+    rows = pl.DataFrame(
+        {
+            "user": ["u1", "u2", "u3"],
+            "position": [3, 3, 3],
+            "target": ["c", "d", "a"],
+            "history": [["a", "b"], ["b", "c"], ["c", "d"]],
+            "candidates": [["d", "c", "b", "a"]] * 3,
+        }
+    )
+    preds = predict_baseline("markov", rows, toy_sequences(), seed=0)
+    assert preds["ranking"].to_list()[0][0] == "c"
+    metrics = write_evaluation(preds, tmp_path / "markov", seed=0)
+    assert metrics["HR@1"] == 1.0 and metrics["n"] == 3 and metrics["valid_ratio"] == 1.0
+    assert (tmp_path / "markov/predictions.parquet").is_file()
+    # valid_ratio counts generated titles that are candidates.
+    generated = preds.with_columns(n_invalid=pl.lit(3, dtype=pl.Int32))
+    assert metrics_of(generated, 0)["valid_ratio"] == pytest.approx(12 / 21)
+
+    val = {
+        "0.5": {"HR@1": 0.2, "HR@3": 0.4, "NDCG@3": 0.3},
+        "2": {"HR@1": 0.1, "HR@3": 0.2, "NDCG@3": 0.1},
+    }
+    test = {
+        "0.5": {"HR@1": 0.1, "HR@3": 0.2, "NDCG@3": 0.1},
+        "2": {"HR@1": 0.3, "HR@3": 0.5, "NDCG@3": 0.4},
+    }
+    chosen = select_lr(val, test)
+    assert chosen["selected_lr"] == "0.5" and chosen["optimistic_lr"] == "2"
+    assert chosen["optimism_gap"] == pytest.approx(1.2 - 0.4)

@@ -1,0 +1,185 @@
+"""Evaluation of one variant on one (domain, scenario, split): predictions and metrics.
+
+LLM variants (base, general, domain, uniform, molorec) rank the candidates with a
+prediction backend; the baselines score them from the domain's training sequences. All
+variants see exactly the same examples and candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from molorec.baselines import BASELINES, rank
+from molorec.io.parquet import write_json, write_parquet
+from molorec.metrics import summarise, target_rank
+
+PREDICTION_SCHEMA = {
+    "user": pl.String,
+    "target": pl.String,
+    "ranking": pl.List(pl.String),
+    "output": pl.String,
+    "n_invalid": pl.Int32,
+    "n_duplicate": pl.Int32,
+}
+
+
+def scenario_examples(
+    examples: pl.DataFrame,
+    instructions: pl.DataFrame,
+    split: str,
+    scenario: str,
+    max_examples: int = 0,
+) -> pl.DataFrame:
+    """The examples of one split and scenario (warm: warm targets, cold: cold targets), with
+    their messages; the first ``max_examples`` in file order when > 0."""
+    keys = ["user", "split", "position"]
+    rows = examples.filter((pl.col("split") == split) & (pl.col("cold") == (scenario == "cold")))
+    rows = rows.join(
+        instructions.select(*keys, "messages"), on=keys, how="left", maintain_order="left"
+    )
+    return rows.head(max_examples) if max_examples > 0 else rows
+
+
+def training_sequences(
+    examples: pl.DataFrame, interactions: pl.DataFrame, items_cold: set[str]
+) -> list[list[str]]:
+    """What the baselines learn from: each user's items before the test target, cold items
+    removed (the same items the domain adapter trained on)."""
+    last = examples.filter(pl.col("split") == "test").select("user", "position")
+    seqs = (
+        interactions.with_columns(pos=pl.int_range(pl.len()).over("user"))
+        .join(last, on="user", how="left")
+        .filter(pl.col("position").is_null() | (pl.col("pos") < pl.col("position")))
+        .filter(~pl.col("item").is_in(list(items_cold)))
+        .group_by("user", maintain_order=True)
+        .agg("item")
+    )
+    return seqs["item"].to_list()
+
+
+def cold_items(examples: pl.DataFrame) -> set[str]:
+    return set(examples.filter(pl.col("cold"))["target"].to_list())
+
+
+def predict_baseline(
+    name: str, rows: pl.DataFrame, sequences: list[list[str]], seed: int
+) -> pl.DataFrame:
+    model = BASELINES[name](seed=seed).fit(sequences)
+    rankings = [
+        rank(model, h, c, key=f"{u}|{p}")
+        for u, p, h, c in rows.select("user", "position", "history", "candidates").iter_rows()
+    ]
+    return _predictions(rows, rankings, [None] * rows.height, [0] * rows.height, [0] * rows.height)
+
+
+def predict_llm(
+    model,
+    tokenizer,
+    rows: pl.DataFrame,
+    titles: dict[str, str],
+    backend: str,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    normalised: bool = False,
+) -> pl.DataFrame:
+    """Rank the candidates of every row with the model (an adapter already applied)."""
+    import torch
+
+    from molorec.predict import (
+        candidate_ids,
+        generate_texts,
+        parse_answer,
+        prompt_ids,
+        rank_candidates,
+    )
+
+    candidates = rows["candidates"].to_list()
+    if backend == "generate":
+        prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
+        texts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size)
+        parsed = [
+            parse_answer(t, [titles[c] for c in cands], cands, normalised)
+            for t, cands in zip(texts, candidates, strict=True)
+        ]
+        return _predictions(
+            rows,
+            [p.ranking for p in parsed],
+            texts,
+            [p.n_invalid for p in parsed],
+            [p.n_duplicate for p in parsed],
+        )
+    if backend == "rank":
+        rankings = []
+        for msgs, cands in zip(rows["messages"], candidates, strict=True):
+            scores = rank_candidates(
+                model,
+                prompt_ids(tokenizer, msgs),
+                candidate_ids(tokenizer, [titles[c] for c in cands]),
+            )
+            order = torch.argsort(scores, descending=True, stable=True).tolist()
+            rankings.append([cands[i] for i in order])
+        n = rows.height
+        return _predictions(rows, rankings, [None] * n, [0] * n, [0] * n)
+    raise ValueError(f"predict.backend {backend!r}: generate | rank | vllm")
+
+
+def _predictions(rows, rankings, outputs, invalid, duplicate) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user": rows["user"],
+            "target": rows["target"],
+            "ranking": rankings,
+            "output": outputs,
+            "n_invalid": invalid,
+            "n_duplicate": duplicate,
+        },
+        schema=PREDICTION_SCHEMA,
+    )
+
+
+def metrics_of(predictions: pl.DataFrame, seed: int) -> dict:
+    """metrics.json of a predictions table. valid_ratio: the share of generated titles that
+    are candidates (1 for ranking backends and baselines)."""
+    ranks = [target_rank(r, t) for r, t in predictions.select("ranking", "target").iter_rows()]
+    valid = int(predictions["ranking"].list.len().sum() + predictions["n_duplicate"].sum())
+    invalid = int(predictions["n_invalid"].sum())
+    ratio = valid / (valid + invalid) if valid + invalid else 1.0
+    return summarise(ranks, ratio, seed=seed)
+
+
+def write_evaluation(predictions: pl.DataFrame, out_dir: str | Path, seed: int) -> dict:
+    out = Path(out_dir)
+    write_parquet(predictions, out / "predictions.parquet")
+    metrics = metrics_of(predictions, seed)
+    write_json(metrics, out / "metrics.json")
+    return metrics
+
+
+SELECTION_SCORE = ("HR@1", "HR@3", "NDCG@3")
+
+
+def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> dict:
+    """The learning rate chosen on validation (HR@1 + HR@3 + NDCG@3), never on test labels;
+    the original's test-selected choice is reported beside it, labelled optimistic."""
+
+    def score(m: dict) -> float:
+        return sum(m[k] for k in SELECTION_SCORE)
+
+    chosen = max(sorted(val_metrics), key=lambda lr: score(val_metrics[lr]))
+    optimistic = max(sorted(test_metrics), key=lambda lr: score(test_metrics[lr]))
+    return {
+        "criterion": "+".join(SELECTION_SCORE) + " on validation",
+        "selected_lr": chosen,
+        "optimistic_lr": optimistic,
+        "selected_test": {k: test_metrics[chosen][k] for k in SELECTION_SCORE},
+        "optimistic_test": {k: test_metrics[optimistic][k] for k in SELECTION_SCORE},
+        "optimism_gap": score(test_metrics[optimistic]) - score(test_metrics[chosen]),
+        "val_scores": {lr: score(m) for lr, m in val_metrics.items()},
+    }
+
+
+def load_metrics(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
