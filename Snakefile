@@ -8,10 +8,14 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/fuse.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

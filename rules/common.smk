@@ -134,6 +134,53 @@ def launcher(wildcards, resources):
     return "python"
 
 
+VARIANTS = ["base", "general", "domain", "uniform", "molorec"]
+
+
+def eval_settings(wildcards):
+    return {"seed": config["seed"]} | config["evaluate"]
+
+
+def llm_eval_inputs(wildcards):
+    """Examples, prompts and titles of the domain, and the variant's adapter (if any)."""
+    data = f"results/data/{wildcards.domain}"
+    inputs = {
+        "examples": f"{data}/examples.parquet",
+        "instructions": f"{data}/instructions.parquet",
+        "catalog": f"{data}/items.parquet",
+        "base": base_model_input(wildcards),
+    }
+    variant = wildcards.get("variant")
+    if variant == "general":
+        inputs["adapter"] = GENERAL_ADAPTER
+    elif variant == "domain":
+        inputs["adapter"] = f"results/adapters/{wildcards.domain}"
+    elif variant == "uniform":
+        inputs["adapter"] = f"results/fusion/{wildcards.domain}/uniform"
+    elif "lr" in wildcards.keys():
+        inputs["adapter"] = (
+            f"results/fusion/{wildcards.domain}/{wildcards.scenario}/lr{wildcards.lr}"
+        )
+    return inputs
+
+
+def lr_outputs(wildcards, split, name):
+    return [
+        f"results/eval/{wildcards.domain}/{wildcards.scenario}/lr{lr_label(lr)}/{split}/{name}"
+        for lr in config["fusion"]["lr_grid"][wildcards.scenario]
+    ]
+
+
+def eval_outputs():
+    variants = VARIANTS + config["evaluate"]["baselines"]
+    return expand(
+        "results/eval/{domain}/{scenario}/{variant}/metrics.json",
+        domain=TARGET_DOMAINS,
+        scenario=SCENARIOS,
+        variant=variants,
+    )
+
+
 def all_outputs():
     outputs = expand("results/data/{domain}/instructions.parquet", domain=DOMAINS)
     if GENERAL_DOMAINS:
@@ -142,4 +189,6 @@ def all_outputs():
     outputs += expand("results/adapters/{domain}", domain=TARGET_DOMAINS)
     if GENERAL_DOMAINS:
         outputs += fusion_outputs()
+        outputs += eval_outputs()
+        outputs.append("results/report/summary.md")
     return outputs

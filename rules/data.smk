@@ -10,6 +10,8 @@ rule ingest_domain:
         quality="results/data/{domain}/quality.json",
     log:
         "logs/data/{domain}/ingest.log",
+    benchmark:
+        "results/benchmarks/data/{domain}/ingest.tsv"
     conda:
         "../envs/molorec.yaml"
     threads: 1
@@ -32,6 +34,8 @@ rule build_examples:
         summary="results/data/{domain}/examples.json",
     log:
         "logs/data/{domain}/examples.log",
+    benchmark:
+        "results/benchmarks/data/{domain}/examples.tsv"
     conda:
         "../envs/molorec.yaml"
     threads: 1
@@ -52,6 +56,8 @@ rule build_instructions:
         "results/data/{domain}/instructions.parquet",
     log:
         "logs/data/{domain}/instructions.log",
+    benchmark:
+        "results/benchmarks/data/{domain}/instructions.tsv"
     conda:
         "../envs/molorec.yaml"
     threads: 1
@@ -71,6 +77,8 @@ rule pool_general_instructions:
         "results/data/general/instructions.parquet",
     log:
         "logs/data/general/pool.log",
+    benchmark:
+        "results/benchmarks/data/general/pool.tsv"
     conda:
         "../envs/molorec.yaml"
     threads: 1

@@ -11,6 +11,8 @@ rule fuse_adapters:
         directory("results/fusion/{domain}/{scenario}/lr{lr}"),
     log:
         "logs/fusion/{domain}/{scenario}/lr{lr}.log",
+    benchmark:
+        "results/benchmarks/fusion/{domain}/{scenario}/lr{lr}.tsv"
     wildcard_constraints:
         domain="|".join(TARGET_DOMAINS) or "^$",
         scenario="warm|cold",

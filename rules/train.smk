@@ -26,6 +26,8 @@ rule train_general_adapter:
         directory("results/adapters/general"),
     log:
         "logs/train/general.log",
+    benchmark:
+        "results/benchmarks/train/general.tsv"
     conda:
         "../envs/molorec.yaml"
     threads: train_resource("threads")
@@ -52,6 +54,8 @@ rule train_domain_adapter:
         directory("results/adapters/{domain}"),
     log:
         "logs/train/{domain}.log",
+    benchmark:
+        "results/benchmarks/train/{domain}.tsv"
     wildcard_constraints:
         domain="|".join(TARGET_DOMAINS) or "^$",
     conda:

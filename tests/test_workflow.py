@@ -167,3 +167,81 @@ def test_fusion_outputs_recompose_from_the_two_adapters(sample_run):
                 assert (got - delta).abs().max() < 1e-5
             if scenario != "uniform":
                 assert (folder / "trajectory.csv").read_text().startswith("step,loss")
+
+
+def test_every_variant_is_evaluated_on_the_same_examples(sample_run):
+    from molorec.metrics import METRICS, per_example, target_rank
+
+    workdir, config = sample_run
+    variants = ["base", "general", "domain", "uniform", "molorec"]
+    variants += config.get("evaluate", {}).get("baselines", ["random", "pop", "markov", "sasrec"])
+    for domain, spec in config["domains"].items():
+        if spec["role"] != "target":
+            continue
+        for scenario in ("warm", "cold"):
+            seen = None
+            for variant in variants:
+                folder = workdir / "results/eval" / domain / scenario / variant
+                preds = pl.read_parquet(folder / "predictions.parquet")
+                assert preds.columns == [
+                    "user",
+                    "target",
+                    "ranking",
+                    "output",
+                    "n_invalid",
+                    "n_duplicate",
+                ]
+                keys = preds.select("user", "target").rows()
+                assert seen is None or keys == seen, (domain, scenario, variant)
+                seen = keys
+                metrics = json.loads((folder / "metrics.json").read_text())
+                values = per_example(
+                    [target_rank(r, t) for r, t in preds.select("ranking", "target").iter_rows()]
+                )
+                for name in METRICS:
+                    assert metrics[name] == pytest.approx(float(values[name].mean()))
+                    lo, hi = metrics[f"{name}_ci95"]
+                    assert lo <= metrics[name] <= hi
+                assert metrics["n"] == preds.height > 0
+            selection = json.loads(
+                (
+                    workdir / "results/eval" / domain / scenario / "molorec/selection.json"
+                ).read_text()
+            )
+            val = {
+                lr: json.loads(
+                    (
+                        workdir / f"results/eval/{domain}/{scenario}/lr{lr}/val/metrics.json"
+                    ).read_text()
+                )
+                for lr in selection["val_scores"]
+            }
+            best = max(
+                sorted(val), key=lambda lr: val[lr]["HR@1"] + val[lr]["HR@3"] + val[lr]["NDCG@3"]
+            )
+            assert selection["selected_lr"] == best
+
+
+def test_report(sample_run):
+    workdir, _ = sample_run
+    report = workdir / "results/report"
+    table = pl.read_csv(report / "metrics.csv")
+    assert {"domain", "scenario", "variant", "HR@1", "HR@1_lo", "HR@1_hi"} <= set(table.columns)
+    assert "optimistic_HR@1" in table.columns and "optimism_gap" in table.columns
+    summary = (report / "summary.md").read_text()
+    for heading in (
+        "## Metrics",
+        "## Learning-rate selection",
+        "## Paired bootstrap",
+        "## Data quality",
+        "## Cost per stage",
+    ):
+        assert heading in summary
+    plots = {p.name for p in (report / "plots").iterdir()}
+    assert {"training_loss.png", "fusion_trajectories.png"} <= plots
+    assert any(p.startswith("weights_") for p in plots)
+    proc = run_workflow(
+        workdir, yaml.safe_load((workdir / "config.yaml").read_text()), "--report", "report.html"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "report.html").stat().st_size > 10_000

@@ -1,0 +1,162 @@
+# Evaluation stage: every variant on the same candidates, selection on validation, report.
+
+
+rule evaluate_llm:
+    input:
+        unpack(llm_eval_inputs),
+    output:
+        predictions="results/eval/{domain}/{scenario}/{variant}/predictions.parquet",
+        metrics="results/eval/{domain}/{scenario}/{variant}/metrics.json",
+    log:
+        "logs/eval/{domain}/{scenario}/{variant}.log",
+    benchmark:
+        "results/benchmarks/eval/{domain}/{scenario}/{variant}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        scenario="warm|cold",
+        variant="base|general|domain|uniform",
+    conda:
+        "../envs/molorec.yaml"
+    threads: stage_resource("evaluate", "threads")
+    resources:
+        gpu=stage_resource("evaluate", "gpu"),
+        mem_mb=stage_resource("evaluate", "mem_mb"),
+        runtime=stage_resource("evaluate", "runtime"),
+    params:
+        base=BASE_MODEL,
+        split="test",
+        settings=eval_settings,
+    script:
+        "../workflow/scripts/evaluate_llm.py"
+
+
+rule evaluate_fused:
+    input:
+        unpack(llm_eval_inputs),
+    output:
+        predictions="results/eval/{domain}/{scenario}/lr{lr}/{split}/predictions.parquet",
+        metrics="results/eval/{domain}/{scenario}/lr{lr}/{split}/metrics.json",
+    log:
+        "logs/eval/{domain}/{scenario}/lr{lr}/{split}.log",
+    benchmark:
+        "results/benchmarks/eval/{domain}/{scenario}/lr{lr}/{split}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        scenario="warm|cold",
+        lr="[0-9.e+-]+",
+        split="val|test",
+    conda:
+        "../envs/molorec.yaml"
+    threads: stage_resource("evaluate", "threads")
+    resources:
+        gpu=stage_resource("evaluate", "gpu"),
+        mem_mb=stage_resource("evaluate", "mem_mb"),
+        runtime=stage_resource("evaluate", "runtime"),
+    params:
+        base=BASE_MODEL,
+        split=lambda wildcards: wildcards.split,
+        settings=eval_settings,
+    script:
+        "../workflow/scripts/evaluate_llm.py"
+
+
+rule select_molorec:
+    input:
+        val=lambda w: lr_outputs(w, "val", "metrics.json"),
+        test=lambda w: lr_outputs(w, "test", "metrics.json"),
+        predictions=lambda w: lr_outputs(w, "test", "predictions.parquet"),
+    output:
+        predictions="results/eval/{domain}/{scenario}/molorec/predictions.parquet",
+        metrics="results/eval/{domain}/{scenario}/molorec/metrics.json",
+        selection="results/eval/{domain}/{scenario}/molorec/selection.json",
+    log:
+        "logs/eval/{domain}/{scenario}/molorec.log",
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        scenario="warm|cold",
+    conda:
+        "../envs/molorec.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        lrs=lambda w: [lr_label(lr) for lr in config["fusion"]["lr_grid"][w.scenario]],
+    script:
+        "../workflow/scripts/select_molorec.py"
+
+
+rule evaluate_baseline:
+    input:
+        examples="results/data/{domain}/examples.parquet",
+        interactions="results/data/{domain}/interactions.parquet",
+    output:
+        predictions="results/eval/{domain}/{scenario}/{baseline}/predictions.parquet",
+        metrics="results/eval/{domain}/{scenario}/{baseline}/metrics.json",
+    log:
+        "logs/eval/{domain}/{scenario}/{baseline}.log",
+    benchmark:
+        "results/benchmarks/eval/{domain}/{scenario}/{baseline}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        scenario="warm|cold",
+        baseline="random|pop|markov|sasrec",
+    conda:
+        "../envs/molorec.yaml"
+    threads: 1
+    resources:
+        mem_mb=stage_resource("evaluate", "mem_mb"),
+        runtime=stage_resource("evaluate", "runtime"),
+    params:
+        settings=eval_settings,
+    script:
+        "../workflow/scripts/evaluate_baseline.py"
+
+
+rule report:
+    input:
+        metrics=eval_outputs(),
+        selections=expand(
+            "results/eval/{domain}/{scenario}/molorec/selection.json",
+            domain=TARGET_DOMAINS,
+            scenario=SCENARIOS,
+        ),
+    output:
+        metrics=report(
+            "results/report/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+        ),
+        tests=report(
+            "results/report/paired_tests.csv",
+            caption="../report/summary.rst",
+            category="Metrics",
+        ),
+        summary=report(
+            "results/report/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+        cost="results/report/cost.csv",
+        plots=report(
+            directory("results/report/plots"),
+            patterns=["{name}.png"],
+            caption="../report/plots.rst",
+            category="Plots",
+        ),
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/molorec.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        domains=TARGET_DOMAINS,
+        scenarios=SCENARIOS,
+        variants=VARIANTS + config["evaluate"]["baselines"],
+        adapters=["general", *TARGET_DOMAINS],
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/report.py"

@@ -1,0 +1,312 @@
+"""The report: metrics table with intervals, paired tests, plots and the run's cost.
+
+Everything is read back from the files the stages wrote; nothing here recomputes a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from molorec.metrics import METRICS, paired_bootstrap, per_example, target_rank
+
+TESTED = ("HR@1", "HR@3", "NDCG@3")
+
+
+def metrics_table(
+    results: Path, domains: list[str], scenarios: list[str], variants: list[str]
+) -> pl.DataFrame:
+    """One row per (domain, scenario, variant): metrics, 95% intervals, and for molorec the
+    validation-selected lr beside the optimistic, test-selected one."""
+    rows = []
+    for domain in domains:
+        for scenario in scenarios:
+            for variant in variants:
+                folder = results / "eval" / domain / scenario / variant
+                m = json.loads((folder / "metrics.json").read_text())
+                row = {
+                    "domain": domain,
+                    "scenario": scenario,
+                    "variant": variant,
+                    "n": m["n"],
+                    "valid_ratio": m["valid_ratio"],
+                }
+                for name in METRICS:
+                    row[name] = m[name]
+                    row[f"{name}_lo"], row[f"{name}_hi"] = m[f"{name}_ci95"]
+                if (folder / "selection.json").exists():
+                    sel = json.loads((folder / "selection.json").read_text())
+                    row["selected_lr"] = sel["selected_lr"]
+                    row["optimistic_lr"] = sel["optimistic_lr"]
+                    for k, v in sel["optimistic_test"].items():
+                        row[f"optimistic_{k}"] = v
+                    row["optimism_gap"] = sel["optimism_gap"]
+                rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def paired_tests(
+    results: Path, domains, scenarios, against=("general", "domain", "uniform"), seed: int = 0
+) -> pl.DataFrame:
+    """molorec against each other variant, example by example, on the same test examples."""
+    rows = []
+    for domain in domains:
+        for scenario in scenarios:
+            base = results / "eval" / domain / scenario
+            ours = _per_example(base / "molorec" / "predictions.parquet")
+            for other in against:
+                theirs = _per_example(base / other / "predictions.parquet")
+                for metric in TESTED:
+                    t = paired_bootstrap(ours[metric], theirs[metric], seed=seed)
+                    rows.append(
+                        {
+                            "domain": domain,
+                            "scenario": scenario,
+                            "against": other,
+                            "metric": metric,
+                            "diff": t["diff"],
+                            "lo": t["ci95"][0],
+                            "hi": t["ci95"][1],
+                            "p": t["p"],
+                        }
+                    )
+    return pl.DataFrame(rows)
+
+
+def _per_example(path: Path) -> dict[str, np.ndarray]:
+    preds = pl.read_parquet(path)
+    return per_example(
+        [target_rank(r, t) for r, t in preds.select("ranking", "target").iter_rows()]
+    )
+
+
+def cost_table(results: Path) -> pl.DataFrame:
+    """Wall seconds and peak memory per stage, from Snakemake's benchmark files."""
+    rows = []
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        with open(tsv) as fh:
+            rec = next(csv.DictReader(fh, delimiter="\t"))
+        stage = tsv.relative_to(results / "benchmarks").parts[0]
+        rows.append(
+            {
+                "stage": stage,
+                "job": str(tsv.relative_to(results / "benchmarks"))[:-4],
+                "seconds": float(rec["s"]),
+                "max_rss_mb": _num(rec.get("max_rss")),
+            }
+        )
+    if not rows:
+        return pl.DataFrame(
+            schema={
+                "stage": pl.String,
+                "jobs": pl.UInt32,
+                "seconds": pl.Float64,
+                "max_rss_mb": pl.Float64,
+            }
+        )
+    return (
+        pl.DataFrame(rows)
+        .group_by("stage", maintain_order=True)
+        .agg(jobs=pl.len(), seconds=pl.col("seconds").sum(), max_rss_mb=pl.col("max_rss_mb").max())
+        .sort("stage")
+    )
+
+
+def _num(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _markdown(df: pl.DataFrame, digits: int = 4) -> str:
+    cols = df.columns
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.iter_rows():
+        cells = [
+            f"{v:.{digits}f}" if isinstance(v, float) else ("" if v is None else str(v))
+            for v in row
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(
+    metrics: pl.DataFrame, tests: pl.DataFrame, cost: pl.DataFrame, quality: dict[str, dict]
+) -> str:
+    shown = metrics.select(
+        "domain",
+        "scenario",
+        "variant",
+        "n",
+        *[
+            pl.format(
+                "{} [{}, {}]",
+                pl.col(m).round(4),
+                pl.col(f"{m}_lo").round(4),
+                pl.col(f"{m}_hi").round(4),
+            ).alias(m)
+            for m in ("HR@1", "HR@3", "NDCG@3")
+        ],
+        "valid_ratio",
+    )
+    parts = [
+        "# molorec report",
+        "",
+        "## Metrics (test; 95% bootstrap intervals)",
+        "",
+        _markdown(shown),
+    ]
+    if "selected_lr" in metrics.columns:
+        sel = metrics.filter(pl.col("variant") == "molorec").select(
+            "domain",
+            "scenario",
+            "selected_lr",
+            "HR@1",
+            "HR@3",
+            "NDCG@3",
+            "optimistic_lr",
+            "optimistic_HR@1",
+            "optimistic_HR@3",
+            "optimistic_NDCG@3",
+            "optimism_gap",
+        )
+        parts += [
+            "",
+            "## Learning-rate selection",
+            "",
+            "molorec uses the lr chosen on validation (HR@1 + HR@3 + NDCG@3). The "
+            "original chose on test labels: that choice is shown as *optimistic*, with "
+            "the gap (sum of the three metrics) it adds.",
+            "",
+            _markdown(sel),
+        ]
+    parts += ["", "## Paired bootstrap tests: molorec against other variants", "", _markdown(tests)]
+    qrows = [
+        {
+            "domain": d,
+            "reviews/records": q["reviews"]["records"],
+            "kept": q["reviews"]["kept"],
+            "dropped": ", ".join(f"{k} {v}" for k, v in q["reviews"]["dropped"].items()),
+            "users": q["users"],
+            "items": q["items"],
+        }
+        for d, q in quality.items()
+    ]
+    parts += ["", "## Data quality", "", _markdown(pl.DataFrame(qrows))]
+    parts += ["", "## Cost per stage", "", _markdown(cost, digits=1), ""]
+    return "\n".join(parts)
+
+
+def plot_weights(fusion_weights: dict[str, list[float]], title: str, path: Path) -> None:
+    """Heatmap of the general adapter's weight per transformer block and module."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = {}
+    for stem, w in fusion_weights.items():
+        parts = stem.split(".")
+        layer = int(parts[parts.index("layers") + 1]) if "layers" in parts else -1
+        cells[(layer, parts[-1])] = w[0]
+    layers = sorted({k[0] for k in cells})
+    modules = sorted({k[1] for k in cells})
+    grid = np.array([[cells.get((ly, m), np.nan) for m in modules] for ly in layers])
+    fig, ax = plt.subplots(figsize=(1.1 * len(modules) + 2, 0.5 * len(layers) + 2))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="coolwarm", aspect="auto")
+    ax.set_xticks(range(len(modules)), modules, rotation=45, ha="right")
+    ax.set_yticks(range(len(layers)), [f"layer {ly}" for ly in layers])
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="weight of the general adapter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(
+    series: dict[str, tuple[list, list]], xlabel: str, ylabel: str, title: str, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (x, y) in series.items():
+        ax.plot(x, y, label=label, marker="." if len(x) < 30 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if series:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build(
+    results: Path,
+    out: Path,
+    domains: list[str],
+    scenarios: list[str],
+    variants: list[str],
+    adapters: list[str],
+    seed: int = 0,
+) -> None:
+    """Write metrics.csv, paired_tests.csv, cost.csv, summary.md and the plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = metrics_table(results, domains, scenarios, variants)
+    metrics.write_csv(out / "metrics.csv")
+    tests = paired_tests(results, domains, scenarios, seed=seed)
+    tests.write_csv(out / "paired_tests.csv")
+    cost = cost_table(results)
+    cost.write_csv(out / "cost.csv")
+    quality = {d: json.loads((results / "data" / d / "quality.json").read_text()) for d in domains}
+    (out / "summary.md").write_text(summary_markdown(metrics, tests, cost, quality))
+
+    # The learned weights of the validation-selected setting, per domain and scenario.
+    for domain in domains:
+        for scenario in scenarios:
+            sel = json.loads(
+                (results / "eval" / domain / scenario / "molorec" / "selection.json").read_text()
+            )
+            lr = sel["selected_lr"]
+            weights = json.loads(
+                (
+                    results / "fusion" / domain / scenario / f"lr{lr}" / "fusion_weights.json"
+                ).read_text()
+            )
+            plot_weights(
+                weights,
+                f"{domain} / {scenario} (lr {lr})",
+                out / f"weights_{domain}_{scenario}.png",
+            )
+    loss = {}
+    for name in adapters:
+        log = pl.read_csv(results / "adapters" / name / "train_log.csv")
+        loss[name] = (log["step"].to_list(), log["loss"].to_list())
+    plot_curves(
+        loss,
+        "optimizer step",
+        "loss per answer token",
+        "Adapter training",
+        out / "training_loss.png",
+    )
+    traj = {}
+    for path in sorted((results / "fusion").glob("*/*/lr*/trajectory.csv")):
+        t = pl.read_csv(path)
+        if t.height:
+            label = "/".join(path.parts[-4:-1])
+            traj[label] = (t["step"].to_list(), t["general_weight_mean"].to_list())
+    plot_curves(
+        traj,
+        "adaptation step",
+        "mean weight of the general adapter",
+        "Fusion trajectories",
+        out / "fusion_trajectories.png",
+    )

@@ -1,0 +1,20 @@
+"""Rule select_molorec: the fused adapter whose learning rate is best on validation."""
+
+import json
+import shutil
+
+from molorec.evaluate import load_metrics, select_lr
+from molorec.io.parquet import write_json
+from molorec.runlog import log_to
+
+with log_to(snakemake.log[0]) as log:
+    lrs = snakemake.params.lrs
+    val = {lr: load_metrics(p) for lr, p in zip(lrs, snakemake.input.val, strict=True)}
+    test = {lr: load_metrics(p) for lr, p in zip(lrs, snakemake.input.test, strict=True)}
+    selection = select_lr(val, test)
+    chosen = lrs.index(selection["selected_lr"])
+    shutil.copyfile(snakemake.input.predictions[chosen], snakemake.output.predictions)
+    metrics = dict(test[selection["selected_lr"]], selected_lr=selection["selected_lr"])
+    write_json(metrics, snakemake.output.metrics)
+    write_json(selection, snakemake.output.selection)
+    log.info("selected lr %s on validation: %s", selection["selected_lr"], json.dumps(selection))
