@@ -152,3 +152,15 @@ def test_evaluation_outputs_and_selection_without_test_labels(tmp_path):
     chosen = select_lr(val, test)
     assert chosen["selected_lr"] == "0.5" and chosen["optimistic_lr"] == "2"
     assert chosen["optimism_gap"] == pytest.approx(1.2 - 0.4)
+
+
+def test_vllm_backend_says_clearly_when_vllm_is_missing():
+    import importlib.util
+
+    from molorec.evaluate import predict_vllm
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here: the GPU path is exercised on GPU machines")
+    rows = pl.DataFrame({"user": ["u"], "target": ["a"], "messages": [[]], "candidates": [["a"]]})
+    with pytest.raises(RuntimeError, match="vllm is not installed.*generate or rank"):
+        predict_vllm("base", None, rows, {"a": "A"}, 8)

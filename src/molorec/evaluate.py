@@ -126,6 +126,46 @@ def predict_llm(
     raise ValueError(f"predict.backend {backend!r}: generate | rank | vllm")
 
 
+def predict_vllm(
+    base: str,
+    adapter: str | None,
+    rows: pl.DataFrame,
+    titles: dict[str, str],
+    max_new_tokens: int,
+    normalised: bool = False,
+) -> pl.DataFrame:
+    """Greedy decoding served by vLLM: the base model with the variant's adapter as a LoRA
+    (the fused adapter is a standard one of rank sum(r_i)). GPU machines only."""
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise RuntimeError(
+            "evaluate.backend: vllm is not installed here. Install it on a GPU machine "
+            "(pip install vllm) or use backend generate or rank."
+        ) from None
+    from molorec.predict import parse_answer
+
+    llm = LLM(model=base, enable_lora=adapter is not None, max_lora_rank=64, seed=0)
+    lora = LoRARequest("variant", 1, adapter) if adapter else None
+    prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
+    outputs = llm.chat(
+        prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), lora_request=lora
+    )
+    texts = [o.outputs[0].text for o in outputs]
+    parsed = [
+        parse_answer(t, [titles[c] for c in cands], cands, normalised)
+        for t, cands in zip(texts, rows["candidates"].to_list(), strict=True)
+    ]
+    return _predictions(
+        rows,
+        [p.ranking for p in parsed],
+        texts,
+        [p.n_invalid for p in parsed],
+        [p.n_duplicate for p in parsed],
+    )
+
+
 def _predictions(rows, rankings, outputs, invalid, duplicate) -> pl.DataFrame:
     return pl.DataFrame(
         {
