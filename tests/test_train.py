@@ -115,7 +115,7 @@ def test_loss_falls_and_log_is_written(tiny, tmp_path):
         progress=False,
     )
     rows = read_log(out / "train_log.csv")
-    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb"]
+    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb", "tokens"]
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 24
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 1.0

@@ -132,7 +132,15 @@ def test_adapters_are_peft_folders_that_load(sample_run):
         model = PeftModel.from_pretrained(base, folder)
         assert sum("lora_A" in n for n, _ in model.named_parameters()) > 0
         log = pl.read_csv(folder / "train_log.csv")
-        assert log.columns == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb"]
+        assert log.columns == [
+            "step",
+            "epoch",
+            "loss",
+            "lr",
+            "tokens_per_s",
+            "peak_mem_mb",
+            "tokens",
+        ]
         assert log["loss"].tail(5).mean() < log["loss"].head(5).mean()
         base = model.unload()
 

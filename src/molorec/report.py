@@ -84,8 +84,20 @@ def _per_example(path: Path) -> dict[str, np.ndarray]:
     )
 
 
+def stage_tokens(results: Path) -> dict[str, int]:
+    """Tokens processed: training (all input tokens) and fusion (scored answer tokens)."""
+    logs = [pl.read_csv(p) for p in (results / "adapters").glob("*/train_log.csv")]
+    train = sum(int(log["tokens"].max() or 0) for log in logs if "tokens" in log.columns)
+    fusion = sum(
+        int(pl.read_csv(p)["scored_tokens"].sum() or 0)
+        for p in (results / "fusion").glob("*/*/lr*/trajectory.csv")
+        if pl.read_csv(p).height
+    )
+    return {"train": train, "fusion": fusion}
+
+
 def cost_table(results: Path) -> pl.DataFrame:
-    """Wall seconds and peak memory per stage, from Snakemake's benchmark files."""
+    """Wall seconds, peak memory and tokens per stage, from Snakemake's benchmark files."""
     rows = []
     for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
         with open(tsv) as fh:

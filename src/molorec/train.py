@@ -399,6 +399,7 @@ def train(
             "lr": scheduler.get_last_lr()[0],
             "tokens_per_s": float(stats[1]) / elapsed,
             "peak_mem_mb": round(peak_memory_mb(device), 1),
+            "tokens": int(stats[1]) + (ckpt.log_rows[-1]["tokens"] if ckpt.log_rows else 0),
         }
         ckpt.log_rows.append(row)
         bar.update(1)
@@ -418,7 +419,7 @@ def train(
 
 
 def write_log(rows: list[dict], path: Path) -> None:
-    fields = ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb"]
+    fields = ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb", "tokens"]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
