@@ -101,7 +101,10 @@ def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> to
     """Log-likelihood of every candidate continuation, sharing the prompt's KV cache."""
     device = model.device
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+        # Only the last prompt position's logits are needed: skip the other 152k-wide rows.
+        out = model(
+            input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1
+        )
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         n, width, p = len(candidates), max(len(c) for c in candidates), len(prompt)
         cache = out.past_key_values
@@ -120,9 +123,10 @@ def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> to
             past_key_values=cache,
             use_cache=True,
         ).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        logits = logits[:, :-1].float()
         # Token j of a candidate is predicted by position j-1; token 0 by the prompt's end.
-        following = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
+        picked = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
+        following = picked * mask[:, 1:]
         return first[ids[:, 0]] + following.sum(-1)
 
 
