@@ -211,7 +211,7 @@ def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
 def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
     import polars as pl
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import (
         DataCollatorForSeq2Seq,
         Trainer,
@@ -220,7 +220,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
     )
 
     from molorec.model import load_base
-    from molorec.train import encode
+    from molorec.train import encode, lora_config
 
     class StepTimes(TrainerCallback):
         """Wall time of each optimizer step, from the end of the previous one (so the
@@ -256,15 +256,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
     model, tokenizer = load_base(str(model_dir), dtype=torch.float32)
     tokenizer.padding_side = "right"  # as ours pads
     torch.manual_seed(s.seed)
-    lora = LoraConfig(
-        r=s.lora_r,
-        lora_alpha=s.lora_alpha,
-        lora_dropout=s.lora_dropout,
-        target_modules=s.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(s))  # the very LoRA setup of ours
     rows = pl.read_parquet(data)["messages"].to_list()
     encoded, _ = encode(tokenizer, rows, s.max_length)
     plan = step_plan(encoded, steps)

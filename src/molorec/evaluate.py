@@ -88,29 +88,13 @@ def predict_llm(
     """Rank the candidates of every row with the model (an adapter already applied)."""
     import torch
 
-    from molorec.predict import (
-        candidate_ids,
-        generate_texts,
-        parse_answer,
-        prompt_ids,
-        rank_candidates,
-    )
+    from molorec.predict import candidate_ids, generate_texts, prompt_ids, rank_candidates
 
     candidates = rows["candidates"].to_list()
     if backend == "generate":
         prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
         texts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size)
-        parsed = [
-            parse_answer(t, [titles[c] for c in cands], cands, normalised)
-            for t, cands in zip(texts, candidates, strict=True)
-        ]
-        return _predictions(
-            rows,
-            [p.ranking for p in parsed],
-            texts,
-            [p.n_invalid for p in parsed],
-            [p.n_duplicate for p in parsed],
-        )
+        return _parsed_predictions(rows, texts, titles, normalised)
     if backend == "rank":
         rankings = []
         for msgs, cands in zip(rows["messages"], candidates, strict=True):
@@ -144,8 +128,6 @@ def predict_vllm(
             "evaluate.backend: vllm is not installed here. Install it on a GPU machine "
             "(pip install vllm) or use backend generate or rank."
         ) from None
-    from molorec.predict import parse_answer
-
     llm = LLM(model=base, enable_lora=adapter is not None, max_lora_rank=64, seed=0)
     lora = LoRARequest("variant", 1, adapter) if adapter else None
     prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
@@ -153,6 +135,15 @@ def predict_vllm(
         prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), lora_request=lora
     )
     texts = [o.outputs[0].text for o in outputs]
+    return _parsed_predictions(rows, texts, titles, normalised)
+
+
+def _parsed_predictions(
+    rows, texts: list[str], titles: dict[str, str], normalised: bool
+) -> pl.DataFrame:
+    """Generated answers matched to each row's candidate titles."""
+    from molorec.predict import parse_answer
+
     parsed = [
         parse_answer(t, [titles[c] for c in cands], cands, normalised)
         for t, cands in zip(texts, rows["candidates"].to_list(), strict=True)

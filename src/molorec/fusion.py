@@ -437,6 +437,24 @@ def adaptation_prompts(instructions, scenario: str, adapt_on: str, n: int) -> li
     ]
 
 
+def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
+    """The base model (bf16 on a GPU) with the adapters mixed as the settings say."""
+    from molorec.model import load_base
+
+    cuda = torch.cuda.is_available()
+    model, tokenizer = load_base(base, dtype=torch.bfloat16 if cuda else torch.float32)
+    mixture = Mixture(
+        model,
+        [LoraAdapter.load(a) for a in adapters],
+        settings.granularity,
+        settings.activation,
+        settings.temperature,
+    )
+    if cuda:  # after wrapping: the mixing logits move with the layers
+        mixture.to("cuda")
+    return mixture, tokenizer
+
+
 def run(
     base: str,
     adapters: list[str],
@@ -451,18 +469,7 @@ def run(
     """Adapt the mixing weights of ``adapters`` on a scenario's prompts and write the result."""
     import polars as pl
 
-    from molorec.model import load_base
-
-    model, tokenizer = load_base(base)
-    if torch.cuda.is_available():
-        model.to("cuda")
-    mixture = Mixture(
-        model,
-        [LoraAdapter.load(a) for a in adapters],
-        settings.granularity,
-        settings.activation,
-        settings.temperature,
-    )
+    mixture, tokenizer = load_mixture(base, adapters, settings)
     prompts = adaptation_prompts(pl.read_parquet(instructions), scenario, adapt_on, n_prompts)
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
@@ -483,14 +490,5 @@ def run_uniform(
     base: str, adapters: list[str], out_dir: str | Path, settings: FusionSettings
 ) -> None:
     """The mixture at its equal starting weights, exported like a learned one."""
-    from molorec.model import load_base
-
-    model, tokenizer = load_base(base)
-    mixture = Mixture(
-        model,
-        [LoraAdapter.load(a) for a in adapters],
-        settings.granularity,
-        settings.activation,
-        settings.temperature,
-    )
+    mixture, tokenizer = load_mixture(base, adapters, settings)
     write_outputs(mixture, tokenizer, [], out_dir)

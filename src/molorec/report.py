@@ -118,12 +118,17 @@ def cost_table(results: Path) -> pl.DataFrame:
                 "jobs": pl.UInt32,
                 "seconds": pl.Float64,
                 "max_rss_mb": pl.Float64,
+                "tokens": pl.Int64,
             }
         )
+    tokens = stage_tokens(results)
     return (
         pl.DataFrame(rows)
         .group_by("stage", maintain_order=True)
         .agg(jobs=pl.len(), seconds=pl.col("seconds").sum(), max_rss_mb=pl.col("max_rss_mb").max())
+        .with_columns(
+            tokens=pl.col("stage").replace_strict(tokens, default=None, return_dtype=pl.Int64)
+        )
         .sort("stage")
     )
 

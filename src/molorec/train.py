@@ -281,6 +281,19 @@ def fingerprint(settings: TrainSettings, base: str, data_files: list[str], world
 # --- the loop ---------------------------------------------------------------------------
 
 
+def lora_config(s: TrainSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=s.lora_r,
+        lora_alpha=s.lora_alpha,
+        lora_dropout=s.lora_dropout,
+        target_modules=s.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -301,7 +314,7 @@ def train(
     """Train one LoRA adapter and write it (PEFT format), the tokenizer and train_log.csv.
 
     Returns the output folder and the trained model (PeftModel)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
@@ -316,15 +329,7 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     torch.manual_seed(s.seed)  # the LoRA A matrices' initialisation
-    lora = LoraConfig(
-        r=s.lora_r,
-        lora_alpha=s.lora_alpha,
-        lora_dropout=s.lora_dropout,
-        target_modules=s.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora_config(s))
     model.train()
 
     rows = pl.concat([training_rows(pl.read_parquet(p), kind) for p in data_files])
