@@ -262,3 +262,11 @@ def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path
     b = load_file(tmp_path / "scrambled/adapter/adapter_model.safetensors")
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert TITLES  # the prompts themselves are the same
+
+
+def test_tokens_per_step_splits_a_prompt_into_several_optimizer_steps(tiny, tokenizer, random_pair):
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
+    s = FusionSettings(lr=0.1, steps=1, k=3, max_new_tokens=12, tokens_per_step=2)
+    trajectory = adapt(mixture, tokenizer, [prompt(0)], s)
+    scored = [t["scored_tokens"] for t in trajectory]
+    assert len(trajectory) > 1 and all(n <= 2 for n in scored) and sum(scored) > 2

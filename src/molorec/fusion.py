@@ -279,6 +279,17 @@ class Scored:
     cols: torch.Tensor  # [N] position whose logits predict the chosen token
     answers: list[list[int]]
 
+    def subset(self, chosen: slice) -> Scored:
+        """The same sequences, scoring only some of the chosen positions."""
+        return Scored(
+            self.input_ids,
+            self.attention_mask,
+            self.position_ids,
+            self.rows[chosen],
+            self.cols[chosen],
+            self.answers,
+        )
+
 
 def greedy_answers(
     mixture: Mixture,
@@ -340,6 +351,7 @@ class FusionSettings:
     lr: float = 1.0
     steps: int = 1  # passes over the adaptation prompts
     prompts_per_step: int = 1
+    tokens_per_step: int = 0  # scored tokens per optimizer step; 0 = all of a prompt batch
     granularity: str = "module"
     activation: str = "softmax"
     temperature: float = 1.0
@@ -375,23 +387,28 @@ def adapt(
     for _ in range(s.steps):
         for batch in batches:
             scored = greedy_answers(mixture, tokenizer, batch, s.k, s.max_new_tokens, separators)
-            loss = None
-            if len(scored.rows):  # an empty answer gives no signal: logged, not stepped
-                loss = answer_entropy(mixture, scored)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            w = mixture.mixing.weights().detach()
-            trajectory.append(
-                {
-                    "step": len(trajectory) + 1,
-                    "loss": None if loss is None else float(loss.detach()),
-                    "scored_tokens": int(len(scored.rows)),
-                    "general_weight_mean": float(w[:, 0].mean()),
-                    "general_weight_min": float(w[:, 0].min()),
-                    "general_weight_max": float(w[:, 0].max()),
-                }
-            )
+            # One optimizer step per tokens_per_step scored tokens (0: all of them at once);
+            # each step rescoring its tokens with the current weights, in one forward pass.
+            size = s.tokens_per_step or max(len(scored.rows), 1)
+            for lo in range(0, max(len(scored.rows), 1), size):
+                chunk = scored.subset(slice(lo, lo + size))
+                loss = None
+                if len(chunk.rows):  # an empty answer gives no signal: logged, not stepped
+                    loss = answer_entropy(mixture, chunk)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                w = mixture.mixing.weights().detach()
+                trajectory.append(
+                    {
+                        "step": len(trajectory) + 1,
+                        "loss": None if loss is None else float(loss.detach()),
+                        "scored_tokens": int(len(chunk.rows)),
+                        "general_weight_mean": float(w[:, 0].mean()),
+                        "general_weight_min": float(w[:, 0].min()),
+                        "general_weight_max": float(w[:, 0].max()),
+                    }
+                )
             bar.update(1)
     bar.close()
     return trajectory
