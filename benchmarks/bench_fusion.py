@@ -133,7 +133,7 @@ def main() -> None:
     n = len(prompts)
     print(
         f"{n} prompts, {titles / n:.1f} titles and {tokens / n:.1f} scored tokens per answer "
-        f"(k = {args.k}), prompt ~{len(tokenizer.apply_chat_template(prompts[0]))} tokens"
+        f"(k = {args.k}), prompts of ~{scored.input_ids.shape[1] - len(scored.answers[0])} tokens"
     )
     print(f"ours (cached generation + one scoring pass): {ours_s / n:.3f} s per prompt")
     print(f"original (token by token, no cache):        {ref_s / n:.3f} s per prompt")
