@@ -16,10 +16,10 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from bench_fusion import adapters, sample_instructions
+from bench_fusion import adapters, sample_instructions, tiny_model
 
 from molorec.evaluate import predict_llm, scenario_examples
-from molorec.model import build_tiny_qwen2, load_base
+from molorec.model import load_base
 
 
 def main() -> None:
@@ -28,10 +28,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-fusion"))
     args = ap.parse_args()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    base = args.cache / "tiny-qwen2"
-    if not (base / "config.json").exists():
-        build_tiny_qwen2(base)
+    base = tiny_model(args.cache)
     data = sample_instructions(args.cache)
     adapter = adapters(str(base), data, args.cache)[0]  # answers its prompts with 5 titles
 

@@ -35,6 +35,15 @@ from molorec.model import build_tiny_qwen2, load_base  # noqa: E402
 from molorec.train import TrainSettings, train  # noqa: E402
 
 
+def tiny_model(cache: Path) -> Path:
+    """The tiny Qwen2 model, built once into the cache."""
+    base = cache / "tiny-qwen2"
+    if not (base / "config.json").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        build_tiny_qwen2(base)
+    return base
+
+
 def sample_instructions(cache: Path) -> Path:
     """The bundled sample's Beauty instruction set, built with the library."""
     from molorec.data import examples, ingest
@@ -104,10 +113,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-fusion"))
     args = ap.parse_args()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    base = args.cache / "tiny-qwen2"
-    if not (base / "config.json").exists():
-        build_tiny_qwen2(base)
+    base = tiny_model(args.cache)
     data = sample_instructions(args.cache)
     pair = adapters(str(base), data, args.cache)
     model, tokenizer = load_base(str(base))
