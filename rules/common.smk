@@ -37,6 +37,13 @@ def domain_spec(wildcards):
     return config["domains"][wildcards.domain]
 
 
+def ingest_spec(wildcards):
+    """What reading the dumps depends on: not the role or the prompt, so changing those
+    does not re-read a domain."""
+    keys = ("format", "reviews", "meta", "path", "on_truncated")
+    return {k: v for k, v in domain_spec(wildcards).items() if k in keys}
+
+
 def raw_inputs(wildcards):
     """The raw dump files of one domain, so Snakemake reruns it when they change."""
     spec = domain_spec(wildcards)
@@ -84,7 +91,10 @@ def base_model_input(wildcards):
     return BASE_MODEL if os.path.isdir(BASE_MODEL) else []
 
 
-GENERAL_ADAPTER = "results/adapters/general"
+# The general adapter: trained here from the general domains, or built elsewhere and shared.
+GENERAL_ADAPTER = config.get("general_adapter") or "results/adapters/general"
+TRAIN_GENERAL = bool(GENERAL_DOMAINS)
+HAS_GENERAL = TRAIN_GENERAL or "general_adapter" in config
 SCENARIOS = ["warm", "cold"]
 
 
@@ -93,8 +103,12 @@ def stage_resource(stage, name):
     return config["resources"][stage].get(name, 0 if name == "gpu" else 1)
 
 
-def train_resource(name):
-    return stage_resource("train", name)
+def stage_resources(stage):
+    """The job resources of a stage: config resources.<stage> without threads, gpu 0 if unset.
+    A profile's set-resources overrides them per rule (profiles/slurm/)."""
+    resources = {"gpu": 0} | config["resources"][stage]
+    resources.pop("threads", None)
+    return resources
 
 
 def lr_label(lr):
@@ -183,11 +197,11 @@ def eval_outputs():
 
 def all_outputs():
     outputs = expand("results/data/{domain}/instructions.parquet", domain=DOMAINS)
-    if GENERAL_DOMAINS:
+    if TRAIN_GENERAL:
         outputs.append("results/data/general/instructions.parquet")
-        outputs.append("results/adapters/general")
+        outputs.append(GENERAL_ADAPTER)
     outputs += expand("results/adapters/{domain}", domain=TARGET_DOMAINS)
-    if GENERAL_DOMAINS:
+    if HAS_GENERAL:
         outputs += fusion_outputs()
         outputs += eval_outputs()
         outputs.append("results/report/summary.md")

@@ -19,7 +19,7 @@ rule ingest_domain:
         mem_mb=input_mb,
         runtime=60,
     params:
-        spec=domain_spec,
+        spec=ingest_spec,
         data=ingest_params,
     script:
         "../workflow/scripts/ingest_domain.py"

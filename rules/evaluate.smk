@@ -19,9 +19,7 @@ rule evaluate_llm:
         "../envs/molorec.yaml"
     threads: stage_resource("evaluate", "threads")
     resources:
-        gpu=stage_resource("evaluate", "gpu"),
-        mem_mb=stage_resource("evaluate", "mem_mb"),
-        runtime=stage_resource("evaluate", "runtime"),
+        **stage_resources("evaluate"),
     params:
         base=BASE_MODEL,
         split="test",
@@ -49,9 +47,7 @@ rule evaluate_fused:
         "../envs/molorec.yaml"
     threads: stage_resource("evaluate", "threads")
     resources:
-        gpu=stage_resource("evaluate", "gpu"),
-        mem_mb=stage_resource("evaluate", "mem_mb"),
-        runtime=stage_resource("evaluate", "runtime"),
+        **stage_resources("evaluate"),
     params:
         base=BASE_MODEL,
         split=lambda wildcards: wildcards.split,
@@ -156,7 +152,7 @@ rule report:
         domains=TARGET_DOMAINS,
         scenarios=SCENARIOS,
         variants=VARIANTS + config["evaluate"]["baselines"],
-        adapters=["general", *TARGET_DOMAINS],
+        adapters=(["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS,
         seed=config["seed"],
     script:
         "../workflow/scripts/report.py"

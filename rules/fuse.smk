@@ -21,9 +21,7 @@ rule fuse_adapters:
         "../envs/molorec.yaml"
     threads: stage_resource("fuse", "threads")
     resources:
-        gpu=stage_resource("fuse", "gpu"),
-        mem_mb=stage_resource("fuse", "mem_mb"),
-        runtime=stage_resource("fuse", "runtime"),
+        **stage_resources("fuse"),
     params:
         base=BASE_MODEL,
         settings=fusion_settings,

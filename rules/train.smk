@@ -30,11 +30,9 @@ rule train_general_adapter:
         "results/benchmarks/train/general.tsv"
     conda:
         "../envs/molorec.yaml"
-    threads: train_resource("threads")
+    threads: stage_resource("train", "threads")
     resources:
-        gpu=train_resource("gpu"),
-        mem_mb=train_resource("mem_mb"),
-        runtime=train_resource("runtime"),
+        **stage_resources("train"),
     params:
         launch=launcher,
         base=BASE_MODEL,
@@ -60,11 +58,9 @@ rule train_domain_adapter:
         domain="|".join(TARGET_DOMAINS) or "^$",
     conda:
         "../envs/molorec.yaml"
-    threads: train_resource("threads")
+    threads: stage_resource("train", "threads")
     resources:
-        gpu=train_resource("gpu"),
-        mem_mb=train_resource("mem_mb"),
-        runtime=train_resource("runtime"),
+        **stage_resources("train"),
     params:
         launch=launcher,
         base=BASE_MODEL,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from conftest import run_workflow
@@ -95,3 +96,52 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(config, tmp_path):
     out = proc.stdout + proc.stderr
     assert "domains.beauty.reviews: input not found: gone/reviews_Beauty_5.json.gz" in out
     assert not (tmp_path / "results").exists()
+
+
+def shared_adapter(root, base="results/models/tiny-qwen2", peft_type="LORA", weights=True):
+    """An adapter folder as PEFT writes it (contents of the weights file don't matter here)."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = {"peft_type": peft_type, "base_model_name_or_path": base, "r": 4}
+    (root / "adapter_config.json").write_text(json.dumps(config))
+    if weights:
+        (root / "adapter_model.safetensors").write_bytes(b"")
+    return root
+
+
+def target_only(config):
+    del config["domains"]["games"]
+    return config
+
+
+def test_a_shared_general_adapter_passes_the_check(config, tmp_path):
+    shared_adapter(tmp_path / "shared", base="/models/Qwen2-7B-Instruct/")
+    config = target_only(config) | {"general_adapter": "shared"}
+    config["model"] = {"base": "Qwen/Qwen2-7B-Instruct"}
+    check_config(config, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: None, r"general_adapter: .*shared: not a folder"),
+        (lambda root: root.mkdir(), r"no adapter_config.json, so not a PEFT adapter folder"),
+        (lambda root: shared_adapter(root, peft_type="IA3"), r"peft_type is 'IA3', not LORA"),
+        (lambda root: shared_adapter(root, weights=False), r"no adapter_model.safetensors"),
+        (
+            lambda root: shared_adapter(root, base="meta-llama/Llama-3-8B"),
+            r"trained on base model 'meta-llama/Llama-3-8B', but model.base is 'tiny-qwen2'",
+        ),
+    ],
+)
+def test_a_shared_general_adapter_is_checked(config, tmp_path, make, message):
+    make(tmp_path / "shared")
+    config = target_only(config) | {"general_adapter": "shared"}
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, base_dir=tmp_path)
+
+
+def test_a_shared_general_adapter_excludes_general_domains(config, tmp_path):
+    shared_adapter(tmp_path / "shared")
+    config["general_adapter"] = "shared"
+    with pytest.raises(ConfigError, match=r"general domains \['games'\] would not be used"):
+        check_config(config, base_dir=tmp_path)

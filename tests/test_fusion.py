@@ -270,3 +270,16 @@ def test_tokens_per_step_splits_a_prompt_into_several_optimizer_steps(tiny, toke
     trajectory = adapt(mixture, tokenizer, [prompt(0)], s)
     scored = [t["scored_tokens"] for t in trajectory]
     assert len(trajectory) > 1 and all(n <= 2 for n in scored) and sum(scored) > 2
+
+
+def test_an_adapter_of_another_base_model_is_refused_by_name(tiny, tmp_path):
+    from molorec.model import build_tiny_qwen2
+
+    wider = build_tiny_qwen2(tmp_path / "wider", hidden_size=96)
+    other = LoraAdapter.load(random_adapter(str(wider), tmp_path / "other", 4, 8, 3))
+    model, _ = load_base(tiny)
+    with pytest.raises(
+        ValueError,
+        match=r"other: model\.layers\.0\..*do not fit the base layer.*another base model",
+    ):
+        Mixture(model, [other])

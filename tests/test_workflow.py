@@ -9,19 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, run_workflow
+from conftest import run_workflow, sample_config
 
 TARGETS = ["results/data/general/instructions.parquet"]
-
-
-def sample_config() -> dict:
-    """The repo's config.yaml with its input paths made absolute."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for spec in config["domains"].values():
-        for key in ("reviews", "meta", "path"):
-            if key in spec:
-                spec[key] = str(REPO / spec[key])
-    return config
 
 
 def data_targets(config: dict) -> list[str]:

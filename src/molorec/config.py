@@ -7,6 +7,7 @@ Snakemake's ``validate`` runs the same schema; this module adds what a schema ca
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 
 from molorec.data.examples import ExampleSettings
 from molorec.data.instructions import DEFAULT_PROMPT, TEMPLATE_FIELDS, template_expr
+from molorec.model import resolve_base
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -92,7 +94,47 @@ def check_config(config: dict, base_dir: str | Path = ".", schema: dict | None =
             f"config: data.answer_size ({data['answer_size']}) exceeds data.n_candidates "
             f"({data['n_candidates']})"
         )
+    if config.get("general_adapter"):
+        general = domains_with_role(config, "general")
+        if general:
+            raise ConfigError(
+                f"config: general_adapter is set, so the general domains {general} would not "
+                "be used: remove them, or remove general_adapter to train the general adapter"
+            )
+        check_general_adapter(base / config["general_adapter"], config["model"]["base"])
     return config
+
+
+def check_general_adapter(path: Path, base_model: str) -> None:
+    """A general adapter built elsewhere must be a PEFT LoRA folder trained on the same base
+    model (by name: a hub id and a local copy of it agree). Layer shapes are checked again
+    when the adapter is loaded."""
+    where = f"config: general_adapter: {path}"
+    config_file = path / "adapter_config.json"
+    if not path.is_dir():
+        raise ConfigError(f"{where}: not a folder")
+    if not config_file.is_file():
+        raise ConfigError(f"{where}: no adapter_config.json, so not a PEFT adapter folder")
+    try:
+        adapter = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}/adapter_config.json: line {exc.lineno}: {exc.msg}") from None
+    if adapter.get("peft_type") != "LORA":
+        raise ConfigError(f"{where}: peft_type is {adapter.get('peft_type')!r}, not LORA")
+    if not (path / "adapter_model.safetensors").is_file():
+        raise ConfigError(
+            f"{where}: no adapter_model.safetensors (save it with safe_serialization=True)"
+        )
+    trained_on = adapter.get("base_model_name_or_path") or ""
+    if model_name(trained_on) != model_name(resolve_base(base_model)):
+        raise ConfigError(
+            f"{where}: trained on base model {trained_on!r}, but model.base is {base_model!r}"
+        )
+
+
+def model_name(id_or_path: str) -> str:
+    """Qwen/Qwen2-7B-Instruct, /models/qwen2-7b-instruct/ -> qwen2-7b-instruct."""
+    return Path(id_or_path.rstrip("/")).name.lower()
 
 
 def domains_with_role(config: dict, role: str) -> list[str]:

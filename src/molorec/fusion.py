@@ -139,6 +139,30 @@ class MixtureLinear(nn.Module):
         return self.base(x) + F.linear(z, self.B)
 
 
+def fitting_layer(model, stem: str, adapters: list[LoraAdapter]) -> nn.Linear:
+    """The base model's linear layer an adapter key wraps; an adapter trained on another
+    base model fails here, naming the module and the shapes, not deep inside a matmul."""
+    name = module_name(stem)
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError:
+        layer = None
+    for adapter in adapters:
+        A, B = adapter.A[stem], adapter.B[stem]
+        if not isinstance(layer, nn.Linear):
+            raise ValueError(
+                f"{adapter.path}: {name} is not a linear layer of the base model: the adapter "
+                "was trained on another base model"
+            )
+        if A.shape[1] != layer.in_features or B.shape[0] != layer.out_features:
+            raise ValueError(
+                f"{adapter.path}: {name}: LoRA A {tuple(A.shape)} and B {tuple(B.shape)} do not "
+                f"fit the base layer ({layer.in_features} -> {layer.out_features}): the "
+                "adapter was trained on another base model"
+            )
+    return layer
+
+
 class Mixture(nn.Module):
     """A base causal LM whose LoRA-targeted layers mix the given adapters."""
 
@@ -168,9 +192,10 @@ class Mixture(nn.Module):
         self.layers: dict[str, MixtureLinear] = {}
         for stem in stems:
             parent_name, _, child = module_name(stem).rpartition(".")
+            base_layer = fitting_layer(model, stem, adapters)
             parent = model.get_submodule(parent_name)
             layer = MixtureLinear(
-                getattr(parent, child),
+                base_layer,
                 [a.A[stem] for a in adapters],
                 [a.B[stem] for a in adapters],
                 [a.scaling for a in adapters],

@@ -1,0 +1,86 @@
+"""The workflow's conventions: logs and conda envs on every rule, one package list, and the
+linters (snakemake --lint, snakefmt, ruff) clean. CI runs these through the test command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+# Conda-forge names that differ from PyPI's.
+CONDA_TO_PYPI = {"matplotlib-base": "matplotlib"}
+REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$")
+
+
+def split(requirement: str) -> tuple[str, str]:
+    name, spec = REQUIREMENT.match(requirement).groups()
+    return name.lower(), spec.replace(" ", "")
+
+
+def env_packages() -> dict[str, str]:
+    env = yaml.safe_load((REPO / "envs/molorec.yaml").read_text())
+    packages = {}
+    for dep in env["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            if entry.startswith("-e"):  # the project itself
+                continue
+            name, spec = split(entry)
+            if name not in ("python", "pip"):  # the interpreter, not a package
+                packages[CONDA_TO_PYPI.get(name, name)] = spec
+    return packages
+
+
+def test_conda_env_and_pyproject_list_the_same_packages():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = dict(split(r) for r in project["dependencies"])
+    assert env_packages() == wanted
+
+
+def rule_blocks() -> dict[str, str]:
+    blocks = {}
+    for path in sorted((REPO / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
+        text = path.read_text()
+        for m in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+            blocks[m.group(1)] = m.group(2)
+    return blocks
+
+
+def test_every_rule_with_an_action_has_a_log_and_a_conda_env():
+    blocks = rule_blocks()
+    assert len(blocks) > 10
+    for name, body in blocks.items():
+        if not re.search(r"^    (shell|script|run|notebook|wrapper):", body, re.M):
+            continue  # a target rule such as `all`
+        assert re.search(r"^    log:", body, re.M), f"rule {name} has no log:"
+        env = re.search(r'^    conda:\n\s+"([^"]+)"', body, re.M)
+        assert env, f"rule {name} has no conda:"
+        assert (REPO / "rules" / env.group(1)).resolve().parent == REPO / "envs", name
+        assert (REPO / "rules" / env.group(1)).is_file(), name
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "snakemake", "--lint"],
+        [sys.executable, "-m", "snakefmt", "--check", "."],
+        [sys.executable, "-m", "ruff", "check", "."],
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+    ],
+    ids=["snakemake-lint", "snakefmt", "ruff-check", "ruff-format"],
+)
+def test_linters_report_nothing(command):
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    if "--lint" in command:
+        assert "Congratulations, your workflow is in a good condition!" in out, out[-5000:]

@@ -1,0 +1,177 @@
+"""Incremental domains: adding or changing a target domain never retrains the general adapter;
+changing what the general adapter is built from does. And a general adapter built elsewhere."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+from conftest import REPO, one_target_config, run_workflow, tree_bytes
+
+
+def general_jobs(jobs, config) -> set[tuple[str, str]]:
+    """Jobs that build the general adapter: its domains' data, the pooled set, the training."""
+    general = [d for d, spec in config["domains"].items() if spec["role"] == "general"]
+    return {
+        (rule, w)
+        for rule, w in jobs
+        if rule in ("pool_general_instructions", "train_general_adapter")
+        or any(f"domain={d}" in w.split(", ") for d in general)
+    }
+
+
+def planned_jobs(workdir: Path, config: dict) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run of ``config`` plans in ``workdir``; the
+    workdir's config.yaml stays that of its last real run."""
+    config_file = workdir / "config.yaml"
+    last_run = config_file.read_text() if config_file.exists() else None
+    proc = run_workflow(workdir, config, "--dry-run")
+    if last_run is not None:
+        config_file.write_text(last_run)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if rule:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.append((rule.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+def rules_of(jobs, domain: str | None = None) -> set[str]:
+    return {rule for rule, w in jobs if domain is None or f"domain={domain}" in w.split(", ")}
+
+
+def file_states(folder: Path) -> dict[str, tuple[str, int]]:
+    """Per file: content hash and mtime, to show a folder was not rewritten."""
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def current_config(workdir: Path) -> dict:
+    return yaml.safe_load((workdir / "config.yaml").read_text())
+
+
+def sample_domain(role: str, fmt: str, reviews: str, meta: str) -> dict:
+    """A domain of the bundled sample that config.yaml does not list."""
+    folder = REPO / "resources/sample" / fmt
+    return {
+        "role": role,
+        "format": fmt,
+        "reviews": str(folder / reviews),
+        "meta": str(folder / meta),
+    }
+
+
+def test_adding_a_target_domain_runs_only_its_branch(one_target_run):
+    workdir, config, metrics, _ = one_target_run
+    general = file_states(workdir / "results/adapters/general")
+    grown = copy.deepcopy(config)
+    grown["domains"]["toys"] = sample_domain(
+        "target", "amazon2023", "Toys_and_Games.jsonl.gz", "meta_Toys_and_Games.jsonl.gz"
+    )
+
+    jobs = planned_jobs(workdir, grown)
+    others = {job for job in jobs if "domain=toys" not in job[1].split(", ")}
+    assert others == {("report", ""), ("all", "")}
+    assert rules_of(jobs, "toys") >= {
+        "ingest_domain",
+        "build_instructions",
+        "train_domain_adapter",
+        "fuse_adapters",
+        "uniform_adapter",
+        "evaluate_llm",
+        "evaluate_fused",
+        "select_molorec",
+        "evaluate_baseline",
+    }
+
+    proc = run_workflow(workdir, grown)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert file_states(workdir / "results/adapters/general") == general
+    assert (workdir / "results/eval/toys/cold/molorec/metrics.json").is_file()
+    assert "toys" in (workdir / "results/report/metrics.csv").read_text()
+    # The first domain's results are the same files as before.
+    assert tree_bytes(workdir / "results", ["eval/beauty/**/metrics.json"]) == {
+        k: v
+        for k, v in metrics.items()
+        if k.startswith("eval/beauty/") and k.endswith("metrics.json")
+    }
+
+
+def test_target_domain_settings_never_rerun_the_general_adapter(one_target_run):
+    workdir = one_target_run[0]
+    config = current_config(workdir)
+
+    changed = copy.deepcopy(config)
+    changed["train"]["domain"]["epochs"] = 2
+    jobs = planned_jobs(workdir, changed)
+    assert "train_domain_adapter" in rules_of(jobs)
+    assert not general_jobs(jobs, changed)
+
+    changed = copy.deepcopy(config)
+    changed["domains"]["beauty"]["prompt"] = {"system": "You recommend beauty products."}
+    jobs = planned_jobs(workdir, changed)
+    assert {"build_instructions", "train_domain_adapter"} <= rules_of(jobs, "beauty")
+    assert "ingest_domain" not in rules_of(jobs)  # the prompt is not read from the dumps
+    assert not general_jobs(jobs, changed)
+    assert not {job for job in jobs if job[1] and "domain=beauty" not in job[1].split(", ")}
+
+
+def test_general_settings_rerun_the_general_adapter_and_everything_downstream(one_target_run):
+    workdir = one_target_run[0]
+    config = current_config(workdir)
+    targets = [d for d, spec in config["domains"].items() if spec["role"] == "target"]
+    downstream = {"fuse_adapters", "uniform_adapter", "evaluate_llm", "evaluate_fused"}
+
+    changed = copy.deepcopy(config)
+    changed["train"]["general"]["epochs"] = 1
+    jobs = planned_jobs(workdir, changed)
+    assert "train_general_adapter" in rules_of(jobs)
+    assert not rules_of(jobs) & {"ingest_domain", "pool_general_instructions"}
+    for domain in targets:
+        assert downstream | {"select_molorec"} <= rules_of(jobs, domain)
+        assert "train_domain_adapter" not in rules_of(jobs, domain)
+        variants = {w for rule, w in jobs if rule == "evaluate_llm" and f"domain={domain}" in w}
+        # The base model and the domain adapter alone do not involve the general adapter.
+        assert {re.search(r"variant=(\w+)", w).group(1) for w in variants} == {"general", "uniform"}
+
+    changed = copy.deepcopy(config)
+    changed["domains"]["video_games"] = sample_domain(
+        "general", "amazon2018", "Video_Games_5.json.gz", "meta_Video_Games.json.gz"
+    )
+    jobs = planned_jobs(workdir, changed)
+    assert rules_of(jobs, "video_games") >= {"ingest_domain", "build_instructions"}
+    assert {"pool_general_instructions", "train_general_adapter", "report"} <= rules_of(jobs)
+    for domain in targets:
+        assert downstream <= rules_of(jobs, domain)
+        assert not rules_of(jobs, domain) & {"ingest_domain", "train_domain_adapter"}
+
+
+def test_a_general_adapter_built_elsewhere_replaces_training(one_target_run, tmp_path):
+    workdir, _, metrics, _ = one_target_run
+    shared = shutil.copytree(workdir / "results/adapters/general", tmp_path / "shared-general")
+    config = one_target_config()
+    del config["domains"]["cell_phones"]
+    config["general_adapter"] = str(shared)
+
+    run = tmp_path / "run"
+    jobs = planned_jobs(run, config)
+    assert not rules_of(jobs) & {"pool_general_instructions", "train_general_adapter"}
+    assert {w for rule, w in jobs if rule == "ingest_domain"} == {"domain=beauty"}
+    proc = run_workflow(run, config)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert not (run / "results/adapters/general").exists()
+    # The same general adapter, so the same metrics as the run that trained it.
+    assert tree_bytes(run / "results") == metrics
