@@ -129,8 +129,8 @@ class OneNodeCluster:
         )
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        log = open(self.state / f"{name}.out", "w")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.state / f"{name}.out", "w") as log:  # the child keeps its own copy
+            self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
