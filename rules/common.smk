@@ -92,9 +92,10 @@ def base_model_input(wildcards):
 
 
 # The general adapter: trained here from the general domains, or built elsewhere and shared.
-GENERAL_ADAPTER = config.get("general_adapter") or "results/adapters/general"
+SHARED_GENERAL = config.get("general_adapter")
+GENERAL_ADAPTER = SHARED_GENERAL or "results/adapters/general"
 TRAIN_GENERAL = bool(GENERAL_DOMAINS)
-HAS_GENERAL = TRAIN_GENERAL or "general_adapter" in config
+HAS_GENERAL = TRAIN_GENERAL or bool(SHARED_GENERAL)
 SCENARIOS = ["warm", "cold"]
 
 

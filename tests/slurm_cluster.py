@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 SLURM_DIR = Path("/etc/slurm")
-DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol")
+# The daemons this file starts and the commands it and the tests call.
+COMMANDS = ("munged", "munge", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scontrol")
+MARKER = "# Written by molorec's tests (tests/slurm_cluster.py); removed when they end.\n"
 
 
 def unavailable() -> str | None:
     """Why no cluster can be started here, or None."""
-    missing = [name for name in DAEMONS if not shutil.which(name)]
+    missing = [name for name in COMMANDS if not shutil.which(name)]
     if missing:
         return (
             f"SLURM is not installed ({', '.join(missing)} not found; apt install slurm-wlm munge)"
@@ -41,9 +43,6 @@ def node_hardware() -> dict[str, int]:
     line = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout
     fields = dict(part.split("=", 1) for part in line.split()[0:8] if "=" in part)
     return {"cpus": int(fields["CPUs"]), "memory": int(fields["RealMemory"])}
-
-
-MARKER = "# Written by molorec's tests (tests/slurm_cluster.py); removed when they end.\n"
 
 
 def slurm_conf(state: Path, node: str, cpus: int, memory: int) -> str:
