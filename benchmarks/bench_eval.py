@@ -1,6 +1,7 @@
 """Prediction backends benchmark: examples per second of `rank` against `generate`.
 
-Same tiny model (real Qwen vocabulary) with an adapter that answers with 5 titles, same
+Same model -- tiny-qwen2 (real Qwen vocabulary) with an adapter that answers with 5 titles,
+or the real smollm2-135m as it is (--model smollm2-135m; answers capped at --max-new-tokens) -- same
 test examples of the bundled sample's Beauty domain, same run. `generate` decodes the
 answer greedily (batched, left padding) and parses it; `rank` scores the 30 candidates
 by log-likelihood with the prompt's KV cache shared.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from bench_fusion import adapters, sample_instructions, tiny_model
+from bench_fusion import adapters, base_model, sample_instructions
 
 from molorec.evaluate import predict_llm, scenario_examples
 from molorec.model import load_base
@@ -27,15 +28,18 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-fusion"))
+    ap.add_argument("--model", default="tiny-qwen2", help="tiny-qwen2 | smollm2-135m")
     args = ap.parse_args()
-    base = tiny_model(args.cache)
+    base = base_model(args.cache, args.model)
     data = sample_instructions(args.cache)
-    adapter = adapters(str(base), data, args.cache)[0]  # answers its prompts with 5 titles
-
-    from peft import PeftModel
-
     model, tokenizer = load_base(str(base))
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
+    if args.model == "tiny-qwen2":  # random weights: an adapter makes it answer 5 titles
+        from peft import PeftModel
+
+        adapter = adapters(str(base), data, args.cache)[0]
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    print(f"{args.model}, {torch.get_num_threads()} threads")
     folder = data.parent
     rows = scenario_examples(
         pl.read_parquet(folder / "examples.parquet"),

@@ -31,16 +31,16 @@ from molorec.fusion import (  # noqa: E402
     greedy_answers,
     separator_ids,
 )
-from molorec.model import build_tiny_qwen2, load_base  # noqa: E402
+from molorec.model import build_base, load_base  # noqa: E402
 from molorec.train import TrainSettings, train  # noqa: E402
 
 
-def tiny_model(cache: Path) -> Path:
-    """The tiny Qwen2 model, built once into the cache."""
-    base = cache / "tiny-qwen2"
+def base_model(cache: Path, name: str = "tiny-qwen2") -> Path:
+    """A base model the pipeline builds (tiny-qwen2, smollm2-135m), built once into the cache."""
+    base = cache / name
     if not (base / "config.json").exists():
         cache.mkdir(parents=True, exist_ok=True)
-        build_tiny_qwen2(base)
+        build_base(name, base)
     return base
 
 
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-fusion"))
     args = ap.parse_args()
-    base = tiny_model(args.cache)
+    base = base_model(args.cache)
     data = sample_instructions(args.cache)
     pair = adapters(str(base), data, args.cache)
     model, tokenizer = load_base(str(base))

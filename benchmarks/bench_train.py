@@ -1,6 +1,7 @@
 """Training benchmark: our trainer against plain transformers.Trainer + peft, same run.
 
-Both sides train the tiny Qwen2 model (real Qwen vocabulary, 151,936 rows) with LoRA
+Both sides train the same model -- the tiny Qwen2 model (real Qwen vocabulary, 151,936
+rows), or the real smollm2-135m with --model smollm2-135m -- with LoRA
 (r 16, alpha 32, dropout 0.05, all linear layers; lr 2e-4 cosine, warmup 5%; fp32) on the
 same Beauty sample instructions, the same examples in the same batches, for the same
 number of optimizer steps with batch 4 and no gradient accumulation:
@@ -46,20 +47,20 @@ SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / "amazon2
 # --- setup (parent process) -------------------------------------------------------------
 
 
-def prepare(cache: Path, n_examples: int) -> tuple[Path, Path]:
-    """The tiny model (built once) and a parquet of exactly ``n_examples`` training rows of
+def prepare(cache: Path, n_examples: int, name: str = "tiny-qwen2") -> tuple[Path, Path]:
+    """The model (built once) and a parquet of exactly ``n_examples`` training rows of
     the Beauty sample, made with the library as the pipeline makes them."""
     import polars as pl
 
     from molorec.data import examples, ingest
     from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
-    from molorec.model import build_tiny_qwen2
+    from molorec.model import build_base
     from molorec.train import training_rows
 
-    model = cache / "tiny-qwen2"
+    model = cache / name
     if not (model / ".complete").exists():
         shutil.rmtree(model, ignore_errors=True)
-        build_tiny_qwen2(model)
+        build_base(name, model)
         (model / ".complete").touch()
 
     data = {
@@ -349,6 +350,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-train"))
+    ap.add_argument("--model", default="tiny-qwen2", help="tiny-qwen2 | smollm2-135m")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.examples % BATCH:
@@ -366,9 +368,9 @@ def main() -> None:
     if (load := os.getloadavg()[0]) > 0.5:
         print(f"warning: load average {load:.1f} before starting; figures will be noisy")
     t = time.perf_counter()
-    model, data = prepare(args.cache, args.examples)
+    model, data = prepare(args.cache, args.examples, args.model)
     print(
-        f"tiny Qwen2 + {args.examples} Beauty sample examples ready in "
+        f"{args.model} + {args.examples} Beauty sample examples ready in "
         f"{time.perf_counter() - t:.1f} s; batch {BATCH}, {args.steps} steps, "
         f"{args.threads} threads",
         flush=True,

@@ -13,7 +13,7 @@ from molorec.config import (
     prompt_for,
     train_settings,
 )
-from molorec.model import TINY, resolve_base
+from molorec.model import TINY, built_here, is_gguf, resolve_base
 
 SCHEMA = "../workflow/schemas/config.schema.yaml"
 
@@ -85,10 +85,16 @@ BASE_MODEL = resolve_base(config["model"]["base"])
 
 
 def base_model_input(wildcards):
-    """The built tiny model or a local model folder; nothing for a hub id."""
-    if config["model"]["base"] == TINY:
+    """The base model folder a rule builds, or a local model folder; nothing for a hub id."""
+    if built_here(config["model"]["base"]):
         return BASE_MODEL
     return BASE_MODEL if os.path.isdir(BASE_MODEL) else []
+
+
+def gguf_input(wildcards):
+    """The .gguf file a base model is converted from, if model.base names one."""
+    base = config["model"]["base"]
+    return base if is_gguf(base) else []
 
 
 # The general adapter: trained here from the general domains, or built elsewhere and shared.
@@ -122,10 +128,14 @@ def fusion_settings(wildcards):
     keys = (
         "steps",
         "prompts_per_step",
+        "tokens_per_step",
         "granularity",
         "activation",
         "temperature",
         "k",
+        "guard",
+        "guard_strength",
+        "require_signal",
     )
     return {"seed": config["seed"], "max_new_tokens": fusion["max_new_tokens"]} | {
         key: fusion[key] for key in keys

@@ -134,6 +134,7 @@ rule report:
             category="Summary",
         ),
         cost="results/report/cost.csv",
+        fusion_runs="results/report/fusion_runs.csv",
         plots=report(
             directory("results/report/plots"),
             patterns=["{name}.png"],

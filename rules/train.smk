@@ -1,21 +1,28 @@
 # Adapter stage: the general adapter (built once, shared) and one adapter per target domain.
 
 
-rule build_tiny_model:
-    output:
-        directory("results/models/tiny-qwen2"),
-    log:
-        "logs/models/tiny-qwen2.log",
-    conda:
-        "../envs/molorec.yaml"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        shape=config["model"]["tiny"],
-    script:
-        "../workflow/scripts/build_tiny_model.py"
+# The base model as an HF folder, where it is built here (tiny-qwen2, an embedded model
+# from its PyPI wheel, a .gguf file); hub ids and local folders are loaded as given.
+if built_here(config["model"]["base"]):
+
+    rule build_base_model:
+        input:
+            gguf=gguf_input,
+        output:
+            directory(BASE_MODEL),
+        log:
+            "logs/models/base.log",
+        conda:
+            "../envs/molorec.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20,
+        params:
+            base=config["model"]["base"],
+            tiny=config["model"]["tiny"] if config["model"]["base"] == TINY else {},
+        script:
+            "../workflow/scripts/build_base_model.py"
 
 
 rule train_general_adapter:

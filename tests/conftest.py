@@ -22,12 +22,17 @@ def run_workflow(workdir: Path, config: dict, *extra: str) -> subprocess.Complet
 
 
 def sample_config() -> dict:
-    """The repo's config.yaml with its input paths made absolute."""
+    """The repo's config.yaml with its input paths made absolute, on the embedded tiny
+    model (plumbing, in minutes; tests/test_smollm2.py covers the real default model), with
+    job memory sized for it so that jobs run two at a time under the default profile."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for spec in config["domains"].values():
         for key in ("reviews", "meta", "path"):
             if key in spec:
                 spec[key] = str(REPO / spec[key])
+    config["model"]["base"] = "tiny-qwen2"
+    for stage in config["resources"].values():
+        stage |= {"threads": 1, "mem_mb": 2000}
     return config
 
 

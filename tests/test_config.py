@@ -98,7 +98,7 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(config, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def shared_adapter(root, base="results/models/tiny-qwen2", peft_type="LORA", weights=True):
+def shared_adapter(root, base="results/models/smollm2-135m", peft_type="LORA", weights=True):
     """An adapter folder as PEFT writes it (contents of the weights file don't matter here)."""
     root.mkdir(parents=True, exist_ok=True)
     config = {"peft_type": peft_type, "base_model_name_or_path": base, "r": 4}
@@ -129,7 +129,7 @@ def test_a_shared_general_adapter_passes_the_check(config, tmp_path):
         (lambda root: shared_adapter(root, weights=False), r"no adapter_model.safetensors"),
         (
             lambda root: shared_adapter(root, base="meta-llama/Llama-3-8B"),
-            r"trained on base model 'meta-llama/Llama-3-8B', but model.base is 'tiny-qwen2'",
+            r"trained on base model 'meta-llama/Llama-3-8B', but model.base is 'smollm2-135m'",
         ),
     ],
 )

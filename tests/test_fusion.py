@@ -148,6 +148,7 @@ def test_gradient_equals_the_original_token_by_token_scheme(
     tiny, tokenizer, random_pair, granularity
 ):
     mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], granularity)
+    torch.manual_seed(0)  # the same weights every run
     with torch.no_grad():
         mixture.mixing.theta.copy_(torch.randn_like(mixture.mixing.theta) * 0.3)
     prompts, k, max_new = [prompt(0), prompt(3)], 3, 12
@@ -158,7 +159,9 @@ def test_gradient_equals_the_original_token_by_token_scheme(
     ours = mixture.mixing.theta.grad.clone()
     reference = original_gradient(mixture, tokenizer, prompts, k, max_new)
     assert ours.abs().max() > 0
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+    # float32 sums in another order (cached vs recomputed): components far below the largest
+    # may differ by 1e-4 of it.
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4 * reference.abs().max().item())
 
 
 def course_conversation(i: int, answer: str) -> list[dict]:
@@ -283,3 +286,58 @@ def test_an_adapter_of_another_base_model_is_refused_by_name(tiny, tmp_path):
         match=r"other: model\.layers\.0\..*do not fit the base layer.*another base model",
     ):
         Mixture(model, [other])
+
+
+def test_weight_entropy_and_collapsed_share_on_hand_computed_values():
+    from molorec.fusion import collapsed_share, weight_entropy
+
+    assert weight_entropy(torch.tensor([[0.5, 0.5]])) == pytest.approx(0.693147, abs=1e-6)
+    assert weight_entropy(torch.tensor([[1.0, 0.0], [0.5, 0.5]])) == pytest.approx(0.346574, 1e-5)
+    assert collapsed_share([0.005, 0.5, 0.995, 0.99]) == 0.5
+    assert collapsed_share([]) == 0.0
+
+
+@pytest.mark.parametrize(("guard", "strength"), [("l2", 1.0), ("floor", 0.2)])
+def test_guards_hold_the_mixture_back_from_collapse(tiny, tokenizer, random_pair, guard, strength):
+    """At a large lr the paper's objective drives weights far from equal; each guard keeps
+    them closer (l2) or inside [strength, 1 - strength] (floor)."""
+
+    def spread(s: FusionSettings) -> torch.Tensor:
+        mixture = Mixture(
+            load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], floor=s.floor
+        )
+        adapt(mixture, tokenizer, [prompt(i) for i in range(4)], s)
+        return torch.tensor([w[0] for w in mixture.effective_weights().values()])
+
+    free = spread(FusionSettings(lr=5.0, k=3, max_new_tokens=12))
+    guarded = spread(
+        FusionSettings(lr=5.0, k=3, max_new_tokens=12, guard=guard, guard_strength=strength)
+    )
+    assert (free - 0.5).abs().max() > 0.3
+    assert (guarded - 0.5).abs().mean() < (free - 0.5).abs().mean()
+    if guard == "floor":
+        assert guarded.min() >= strength - 1e-6 and guarded.max() <= 1 - strength + 1e-6
+
+
+def test_floor_keeps_exported_weights_and_set_weights_consistent(tiny, random_pair):
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], floor=0.1)
+    mixture.set_weights([0.7, 0.3])
+    assert all(
+        w == pytest.approx([0.7, 0.3], abs=1e-5) for w in mixture.effective_weights().values()
+    )
+
+
+def test_a_run_that_scores_nothing_warns_or_fails(tiny, random_pair, tmp_path, monkeypatch, caplog):
+    import molorec.fusion as fusion
+
+    data = instructions(tmp_path / "d.parquet", 2, split="test")
+    monkeypatch.setattr(fusion, "chosen_positions", lambda *args: [])  # no title token found
+    s = FusionSettings(lr=1.0, k=2, max_new_tokens=4)
+    info = run(tiny, random_pair, data, "warm", "test", 2, s, tmp_path / "warned")
+    assert info["scored_tokens"] == 0 and info["learned"] is False
+    assert "the mixing weights never moved" in caplog.text
+    weights = json.loads((tmp_path / "warned/fusion_weights.json").read_text())
+    assert all(w == pytest.approx([0.5, 0.5]) for w in weights.values())
+    s.require_signal = True
+    with pytest.raises(RuntimeError, match="fusion.require_signal"):
+        run(tiny, random_pair, data, "warm", "test", 2, s, tmp_path / "failed")

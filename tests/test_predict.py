@@ -164,3 +164,17 @@ def test_vllm_backend_says_clearly_when_vllm_is_missing():
     rows = pl.DataFrame({"user": ["u"], "target": ["a"], "messages": [[]], "candidates": [["a"]]})
     with pytest.raises(RuntimeError, match="vllm is not installed.*generate or rank"):
         predict_vllm("base", None, rows, {"a": "A"}, 8)
+
+
+def test_vllm_lora_rank_follows_the_adapter(tmp_path):
+    """A fused adapter has rank r_general + r_domain: the engine's limit must hold it."""
+    import json
+
+    from molorec.evaluate import vllm_lora_rank
+
+    for r, limit in [(16, 16), (32, 32), (48, 64), (96, 128)]:
+        (tmp_path / "adapter_config.json").write_text(json.dumps({"r": r}))
+        assert vllm_lora_rank(str(tmp_path)) == limit
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 1024}))
+    with pytest.raises(ValueError, match="exceeds vLLM's largest"):
+        vllm_lora_rank(str(tmp_path))

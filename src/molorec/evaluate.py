@@ -128,7 +128,12 @@ def predict_vllm(
             "evaluate.backend: vllm is not installed here. Install it on a GPU machine "
             "(pip install vllm) or use backend generate or rank."
         ) from None
-    llm = LLM(model=base, enable_lora=adapter is not None, max_lora_rank=64, seed=0)
+    llm = LLM(
+        model=base,
+        enable_lora=adapter is not None,
+        max_lora_rank=vllm_lora_rank(adapter) if adapter else 16,
+        seed=0,
+    )
     lora = LoRARequest("variant", 1, adapter) if adapter else None
     prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
     outputs = llm.chat(
@@ -136,6 +141,19 @@ def predict_vllm(
     )
     texts = [o.outputs[0].text for o in outputs]
     return _parsed_predictions(rows, texts, titles, normalised)
+
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(adapter: str) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds the adapter's rank (a fused
+    adapter has rank r_general + r_domain)."""
+    r = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= r:
+            return allowed
+    raise ValueError(f"{adapter}: LoRA rank {r} exceeds vLLM's largest ({VLLM_LORA_RANKS[-1]})")
 
 
 def _parsed_predictions(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -27,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger("molorec.fusion")
 
 ADAPTER_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -89,21 +92,38 @@ def group_of(stem: str, granularity: str) -> str:
 
 
 class MixingWeights(nn.Module):
-    """The learnable logits theta per group and the activation that turns them into weights."""
+    """The learnable logits theta per group and the activation that turns them into weights.
 
-    def __init__(self, groups: list[str], n_adapters: int, activation: str, temperature: float):
+    ``floor`` > 0 keeps every weight in [floor, 1 - floor] (the floor guard): the activation's
+    output is squeezed affinely, so no adapter can be switched off entirely."""
+
+    def __init__(
+        self,
+        groups: list[str],
+        n_adapters: int,
+        activation: str,
+        temperature: float,
+        floor: float = 0.0,
+    ):
         super().__init__()
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"fusion.activation {activation!r}: softmax | sigmoid")
+        # softmax spreads n * floor over the adapters, sigmoid clips each weight at both ends
+        self.span = 1 - floor * (n_adapters if activation == "softmax" else 2)
+        if floor < 0 or self.span <= 0:
+            raise ValueError(f"fusion.guard_strength {floor}: a floor must leave weight to learn")
         self.index = {g: i for i, g in enumerate(groups)}
         # Equal initial weights: softmax(0) = 1/n each, sigmoid(0) = 1/2 each.
         self.theta = nn.Parameter(torch.zeros(len(groups), n_adapters))
-        self.activation, self.temperature = activation, temperature
+        self.activation, self.temperature, self.floor = activation, temperature, floor
 
-    def weights(self) -> torch.Tensor:
+    def raw(self) -> torch.Tensor:
         if self.activation == "softmax":
             return torch.softmax(self.theta / self.temperature, dim=-1)
         return torch.sigmoid(self.theta)
+
+    def weights(self) -> torch.Tensor:
+        return self.floor + self.span * self.raw() if self.floor else self.raw()
 
 
 class MixtureLinear(nn.Module):
@@ -173,6 +193,7 @@ class Mixture(nn.Module):
         granularity: str = "module",
         activation: str = "softmax",
         temperature: float = 1.0,
+        floor: float = 0.0,
     ):
         super().__init__()
         stems = list(adapters[0].A)
@@ -188,7 +209,7 @@ class Mixture(nn.Module):
         self.adapters = adapters
         self.stems = stems
         groups = list(dict.fromkeys(group_of(s, granularity) for s in stems))
-        self.mixing = MixingWeights(groups, len(adapters), activation, temperature)
+        self.mixing = MixingWeights(groups, len(adapters), activation, temperature, floor)
         self.layers: dict[str, MixtureLinear] = {}
         for stem in stems:
             parent_name, _, child = module_name(stem).rpartition(".")
@@ -213,6 +234,7 @@ class Mixture(nn.Module):
     def set_weights(self, weights: list[float]) -> None:
         """Fix every layer's effective weights (e.g. [1, 0]); softmax needs a distribution."""
         w = torch.tensor(weights, dtype=torch.float32)
+        w = (w - self.mixing.floor) / self.mixing.span
         with torch.no_grad():
             if self.mixing.activation == "softmax":
                 theta = torch.log(w.clamp_min(1e-30)) * self.mixing.temperature
@@ -383,6 +405,15 @@ class FusionSettings:
     k: int = 3
     max_new_tokens: int = 128
     seed: int = 42
+    # Off by default (the paper's method): l2 adds strength * sum((theta - theta_0)^2) to
+    # the entropy; floor keeps every weight in [strength, 1 - strength].
+    guard: str = "none"
+    guard_strength: float = 0.0
+    require_signal: bool = False  # a run that scored no token is an error, not a warning
+
+    @property
+    def floor(self) -> float:
+        return self.guard_strength if self.guard == "floor" else 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> FusionSettings:
@@ -395,13 +426,19 @@ def adapt(
     prompts: list[list[dict]],
     s: FusionSettings,
     progress: bool = False,
+    on_step=None,
 ) -> list[dict]:
-    """Learn the mixing logits on unlabeled prompts (system + user turns only)."""
+    """Learn the mixing logits on unlabeled prompts (system + user turns only);
+    ``on_step(row)`` runs after every step (benchmarks evaluate the mixture there)."""
     from tqdm import tqdm
 
+    if s.guard not in GUARDS:
+        raise ValueError(f"fusion.guard {s.guard!r}: {' | '.join(GUARDS)}")
     torch.manual_seed(s.seed)
     mixture.model.eval()  # no dropout: the objective must be deterministic
-    optimizer = torch.optim.Adam([mixture.mixing.theta], lr=s.lr)
+    theta = mixture.mixing.theta
+    start = theta.detach().clone()
+    optimizer = torch.optim.Adam([theta], lr=s.lr)
     separators = separator_ids(tokenizer)
     trajectory = []
     batches = [
@@ -420,8 +457,11 @@ def adapt(
                 loss = None
                 if len(chunk.rows):  # an empty answer gives no signal: logged, not stepped
                     loss = answer_entropy(mixture, chunk)
+                    objective = loss
+                    if s.guard == "l2":
+                        objective = loss + s.guard_strength * (theta - start).pow(2).sum()
                     optimizer.zero_grad()
-                    loss.backward()
+                    objective.backward()
                     optimizer.step()
                 w = mixture.mixing.weights().detach()
                 trajectory.append(
@@ -429,14 +469,50 @@ def adapt(
                         "step": len(trajectory) + 1,
                         "loss": None if loss is None else float(loss.detach()),
                         "scored_tokens": int(len(chunk.rows)),
+                        "answer_tokens": sum(len(a) for a in scored.answers),
                         "general_weight_mean": float(w[:, 0].mean()),
                         "general_weight_min": float(w[:, 0].min()),
                         "general_weight_max": float(w[:, 0].max()),
+                        "weight_entropy": weight_entropy(w),
+                        "collapsed_share": collapsed_share(w[:, 0].tolist()),
                     }
                 )
+                if on_step is not None:
+                    on_step(trajectory[-1])
             bar.update(1)
     bar.close()
     return trajectory
+
+
+GUARDS = ("none", "l2", "floor")
+COLLAPSE = 0.01  # a weight below this or above 1 - this switches an adapter (nearly) off
+
+
+def weight_entropy(w: torch.Tensor) -> float:
+    """Mean entropy (nats) of the groups' weights, each normalised to sum 1: ln(n) for equal
+    weights, 0 for a mixture that has collapsed onto one adapter everywhere."""
+    p = w / w.sum(-1, keepdim=True)
+    return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
+
+
+def collapsed_share(general_weights: list[float], eps: float = COLLAPSE) -> float:
+    """Share of the modules whose general-adapter weight is below eps or above 1 - eps."""
+    if not general_weights:
+        return 0.0
+    return sum(w < eps or w > 1 - eps for w in general_weights) / len(general_weights)
+
+
+TRAJECTORY_FIELDS = [
+    "step",
+    "loss",
+    "scored_tokens",
+    "answer_tokens",
+    "general_weight_mean",
+    "general_weight_min",
+    "general_weight_max",
+    "weight_entropy",
+    "collapsed_share",
+]
 
 
 def write_outputs(mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: str | Path) -> None:
@@ -448,16 +524,8 @@ def write_outputs(mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: 
     # Per wrapped layer, named as in the adapters' keys: weights in adapter order.
     weights = mixture.effective_weights()
     (out / "fusion_weights.json").write_text(json.dumps(weights, indent=1) + "\n")
-    fields = [
-        "step",
-        "loss",
-        "scored_tokens",
-        "general_weight_mean",
-        "general_weight_min",
-        "general_weight_max",
-    ]
     with open(out / "trajectory.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer = csv.DictWriter(fh, fieldnames=TRAJECTORY_FIELDS)
         writer.writeheader()
         writer.writerows(trajectory)
 
@@ -491,6 +559,7 @@ def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
         settings.granularity,
         settings.activation,
         settings.temperature,
+        settings.floor,
     )
     if cuda:  # after wrapping: the mixing logits move with the layers
         mixture.to("cuda")
@@ -516,12 +585,27 @@ def run(
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
     trajectory = adapt(mixture, tokenizer, prompts, settings, progress)
+    scored = sum(row["scored_tokens"] for row in trajectory)
+    if scored == 0:
+        answered = sum(row["answer_tokens"] for row in trajectory)
+        message = (
+            f"fusion {scenario}: no token of the {len(prompts)} greedy answers was scored "
+            f"({answered} answer tokens in all, none starting a title before a stop token): "
+            "the mixing weights never moved, so this 'molorec' is the uniform mixture"
+        )
+        if settings.require_signal:
+            raise RuntimeError(message + " (fusion.require_signal is set)")
+        log.warning(message)
     write_outputs(mixture, tokenizer, trajectory, out_dir)
+    final = mixture.effective_weights()
     info = {
         "adapters": adapters,  # the order of every weight list
         "scenario": scenario,
         "adapt_on": adapt_on,
         "prompts": len(prompts),
+        "scored_tokens": scored,
+        "learned": scored > 0,
+        "collapsed_share": collapsed_share([w[0] for w in final.values()]),
         "settings": asdict(settings),
     }
     (Path(out_dir) / "fusion_info.json").write_text(json.dumps(info, indent=1) + "\n")

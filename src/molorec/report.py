@@ -49,23 +49,38 @@ def metrics_table(
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+# Did the recommender learn (the domain adapter against the untuned model and chance), and
+# does the mixture beat its parts?
+PAIRS = (
+    ("domain", "base"),
+    ("domain", "random"),
+    ("molorec", "general"),
+    ("molorec", "domain"),
+    ("molorec", "uniform"),
+)
+
+
 def paired_tests(
-    results: Path, domains, scenarios, against=("general", "domain", "uniform"), seed: int = 0
+    results: Path, domains, scenarios, variants, pairs=PAIRS, seed: int = 0
 ) -> pl.DataFrame:
-    """molorec against each other variant, example by example, on the same test examples."""
+    """Each pair of variants compared example by example on the same test examples (pairs
+    with a variant that did not run are skipped)."""
     rows = []
     for domain in domains:
         for scenario in scenarios:
-            base = results / "eval" / domain / scenario
-            ours = _per_example(base / "molorec" / "predictions.parquet")
-            for other in against:
-                theirs = _per_example(base / other / "predictions.parquet")
+            folder = results / "eval" / domain / scenario
+            for variant, other in pairs:
+                if variant not in variants or other not in variants:
+                    continue
+                ours = _per_example(folder / variant / "predictions.parquet")
+                theirs = _per_example(folder / other / "predictions.parquet")
                 for metric in TESTED:
                     t = paired_bootstrap(ours[metric], theirs[metric], seed=seed)
                     rows.append(
                         {
                             "domain": domain,
                             "scenario": scenario,
+                            "variant": variant,
                             "against": other,
                             "metric": metric,
                             "diff": t["diff"],
@@ -75,6 +90,76 @@ def paired_tests(
                         }
                     )
     return pl.DataFrame(rows)
+
+
+def verdicts(tests: pl.DataFrame, alpha: float = 0.05) -> list[str]:
+    """One sentence per compared pair and (domain, scenario): better, worse or no
+    significant difference, with HR@1 and NDCG@3 and their p-values."""
+    lines = []
+    if tests.is_empty():
+        return lines
+    keys = ["domain", "scenario", "variant", "against"]
+    for key, group in tests.group_by(keys, maintain_order=True):
+        domain, scenario, variant, other = key
+        parts, signs = [], set()
+        for metric in ("HR@1", "NDCG@3"):
+            row = group.filter(pl.col("metric") == metric).row(0, named=True)
+            parts.append(f"{metric} {row['diff']:+.3f} (p = {row['p']:.3f})")
+            signs.add(0 if row["p"] >= alpha else (1 if row["diff"] > 0 else -1))
+        if signs == {1}:
+            word = "better than"
+        elif signs == {-1}:
+            word = "worse than"
+        elif 1 in signs and -1 not in signs:
+            word = "partly better than"
+        elif -1 in signs and 1 not in signs:
+            word = "partly worse than"
+        else:
+            word = "not significantly different from"
+        lines.append(
+            f"- {domain} / {scenario}: **{variant}** is {word} **{other}**: " + "; ".join(parts)
+        )
+    return lines
+
+
+def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl.DataFrame:
+    """Per fusion run: scored tokens, whether the weights moved, the collapsed share of
+    modules (general weight < 0.01 or > 0.99) and the final mean general weight; a run
+    that learned nothing or collapsed is flagged."""
+    from molorec.fusion import collapsed_share
+
+    rows = []
+    for domain in domains:
+        for scenario in scenarios:
+            selected = None
+            sel_file = results / "eval" / domain / scenario / "molorec" / "selection.json"
+            if sel_file.exists():
+                selected = json.loads(sel_file.read_text())["selected_lr"]
+            for folder in sorted((results / "fusion" / domain / scenario).glob("lr*")):
+                weights = json.loads((folder / "fusion_weights.json").read_text())
+                general = [w[0] for w in weights.values()]
+                traj = pl.read_csv(folder / "trajectory.csv")
+                scored = int(traj["scored_tokens"].sum()) if traj.height else 0
+                share = collapsed_share(general)
+                flags = []
+                if scored == 0:
+                    flags.append("NO SIGNAL: weights never moved (= uniform)")
+                if share > 0:
+                    flags.append(f"collapsed: {share:.0%} of modules at 0 or 1")
+                rows.append(
+                    {
+                        "domain": domain,
+                        "scenario": scenario,
+                        "lr": folder.name[2:],
+                        "selected": folder.name[2:] == selected,
+                        "steps": traj.height,
+                        "scored_tokens": scored,
+                        "general_weight_mean": float(np.mean(general)),
+                        "collapsed_share": share,
+                        "flag": "; ".join(flags),
+                    }
+                )
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def _per_example(path: Path) -> dict[str, np.ndarray]:
@@ -153,7 +238,11 @@ def _markdown(df: pl.DataFrame, digits: int = 4) -> str:
 
 
 def summary_markdown(
-    metrics: pl.DataFrame, tests: pl.DataFrame, cost: pl.DataFrame, quality: dict[str, dict]
+    metrics: pl.DataFrame,
+    tests: pl.DataFrame,
+    cost: pl.DataFrame,
+    quality: dict[str, dict],
+    health: pl.DataFrame | None = None,
 ) -> str:
     shown = metrics.select(
         "domain",
@@ -202,7 +291,34 @@ def summary_markdown(
             "",
             _markdown(sel),
         ]
-    parts += ["", "## Paired bootstrap tests: molorec against other variants", "", _markdown(tests)]
+    parts += [
+        "",
+        "## Did it learn? Paired bootstrap tests on the test examples",
+        "",
+        "The domain adapter against the untuned base model and random ranking (did the "
+        "recommender learn?), and molorec against its parts (does the mixture help?). "
+        "Significant at p < 0.05 (two-sided paired bootstrap, same examples).",
+        "",
+        *verdicts(tests),
+        "",
+        _markdown(tests),
+    ]
+    if health is not None and not health.is_empty():
+        flagged = health.filter(pl.col("flag") != "")
+        parts += [
+            "",
+            "## Fusion runs",
+            "",
+            "A run whose greedy answers gave no scored token never moved its weights: its "
+            "'molorec' is the uniform mixture. A collapsed run has modules whose general "
+            "weight is below 0.01 or above 0.99 (one adapter switched off there).",
+            "",
+            f"**{flagged.height} of {health.height} fusion runs are flagged.**"
+            if flagged.height
+            else "No fusion run is flagged.",
+            "",
+            _markdown(health),
+        ]
     qrows = [
         {
             "domain": d,
@@ -279,12 +395,14 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_table(results, domains, scenarios, variants)
     metrics.write_csv(out / "metrics.csv")
-    tests = paired_tests(results, domains, scenarios, seed=seed)
+    tests = paired_tests(results, domains, scenarios, variants, seed=seed)
     tests.write_csv(out / "paired_tests.csv")
     cost = cost_table(results)
     cost.write_csv(out / "cost.csv")
+    health = fusion_health(results, domains, scenarios)
+    health.write_csv(out / "fusion_runs.csv")
     quality = {d: json.loads((results / "data" / d / "quality.json").read_text()) for d in domains}
-    (out / "summary.md").write_text(summary_markdown(metrics, tests, cost, quality))
+    (out / "summary.md").write_text(summary_markdown(metrics, tests, cost, quality, health))
 
     # The learned weights of the validation-selected setting, per domain and scenario.
     for domain in domains:
@@ -314,16 +432,24 @@ def build(
         "Adapter training",
         out / "training_loss.png",
     )
-    traj = {}
+    traj, entropy = {}, {}
     for path in sorted((results / "fusion").glob("*/*/lr*/trajectory.csv")):
         t = pl.read_csv(path)
         if t.height:
             label = "/".join(path.parts[-4:-1])
             traj[label] = (t["step"].to_list(), t["general_weight_mean"].to_list())
+            entropy[label] = (t["step"].to_list(), t["weight_entropy"].to_list())
     plot_curves(
         traj,
         "adaptation step",
         "mean weight of the general adapter",
         "Fusion trajectories",
         out / "fusion_trajectories.png",
+    )
+    plot_curves(
+        entropy,
+        "adaptation step",
+        "mean entropy of the mixing weights (nats; ln 2 = equal)",
+        "Fusion: does the mixture collapse?",
+        out / "fusion_weight_entropy.png",
     )

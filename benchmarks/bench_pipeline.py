@@ -1,0 +1,95 @@
+"""The default quick start, timed: `snakemake --cores all` on the bundled sample in a fresh
+working folder, with the wall time, the peak memory of the whole process tree (sampled
+every 0.5 s: concurrent jobs add up) and the seconds per stage from the rules' benchmark
+files.
+
+    python benchmarks/bench_pipeline.py [--workdir /tmp/molorec-quickstart] [--config config.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def prepare(workdir: Path, config: dict, fresh: bool = True) -> list[str]:
+    """A working folder with ``config`` as its config.yaml and the sample's resources
+    linked in (its relative paths resolve there); returns the snakemake command."""
+    if fresh:
+        shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "resources").exists():
+        (workdir / "resources").symlink_to(REPO / "resources")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "all"]
+    return cmd + ["--directory", str(workdir)]
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/molorec-quickstart"))
+    ap.add_argument("--config", type=Path, default=REPO / "config.yaml")
+    ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
+    ap.add_argument("--resources", nargs="*", default=[], help="snakemake --resources")
+    args = ap.parse_args()
+    cmd = prepare(args.workdir, yaml.safe_load(args.config.read_text()), fresh=not args.keep)
+    if args.resources:
+        cmd += ["--resources", *args.resources]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(root))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"snakemake failed:\n{err[-4000:]}")
+    rows = []
+    for tsv in sorted((args.workdir / "results/benchmarks").rglob("*.tsv")):
+        stage = tsv.relative_to(args.workdir / "results/benchmarks").parts[0]
+        b = pl.read_csv(tsv, separator="\t")
+        rows.append({"stage": stage, "s": b["s"][0], "max_rss_mb": b["max_rss"][0]})
+    stages = (
+        pl.DataFrame(rows)
+        .group_by("stage", maintain_order=True)
+        .agg(
+            jobs=pl.len(), job_seconds=pl.col("s").sum(), max_job_rss_mb=pl.col("max_rss_mb").max()
+        )
+    )
+    print(f"wall {wall / 60:.1f} min, peak RSS of the whole run {peak[0] / 2**30:.2f} GB")
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        print(stages)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Recommendation quality of the method on the sample with the real embedded model
+(SmolLM2-135M-Instruct), at a larger size than the default run: the paper's 30 candidates
+and more test examples, one target domain (Beauty) to stay within an hour on 2 CPU cores.
+
+It prints one table: HR@1, HR@3 and NDCG@3 with 95% bootstrap intervals for every LLM
+variant and baseline, warm and cold; the lr chosen on validation and the optimistic
+(test-selected) gap. Then the fusion guard: the same fusion rerun with each guard
+(the pipeline reruns only fusion, its evaluations and the selection), and, for the
+collapsing warm lr, validation HR@1, weight entropy and collapsed share against steps.
+
+    python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality] [--warm-examples 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import polars as pl
+import yaml
+from bench_pipeline import REPO, prepare
+
+GUARDS = [("l2", 0.01), ("floor", 0.05)]
+
+
+def quality_config(warm_examples: int) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["domains"] = {
+        name: spec
+        for name, spec in config["domains"].items()
+        if spec["role"] == "general" or name == "beauty"
+    }
+    config["data"]["n_candidates"] = 30  # the paper's
+    config["evaluate"]["max_examples"] = warm_examples  # cold sets are smaller: all of them
+    return config
+
+
+def run(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"snakemake failed:\n{proc.stderr[-4000:]}")
+    return time.perf_counter() - t
+
+
+def cell(row: dict, metric: str) -> str:
+    return f"{row[metric]:.3f} [{row[f'{metric}_lo']:.2f}, {row[f'{metric}_hi']:.2f}]"
+
+
+def quality_table(workdir: Path) -> pl.DataFrame:
+    metrics = pl.read_csv(workdir / "results/report/metrics.csv")
+    rows = []
+    for row in metrics.iter_rows(named=True):
+        out = {"scenario": row["scenario"], "variant": row["variant"], "n": row["n"]}
+        out |= {m: cell(row, m) for m in ("HR@1", "HR@3", "NDCG@3")}
+        out["selected_lr"] = row.get("selected_lr")
+        out["optimism_gap"] = row.get("optimism_gap")
+        rows.append(out)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def guard_rows(workdir: Path, guard: str) -> list[dict]:
+    metrics = pl.read_csv(workdir / "results/report/metrics.csv").filter(
+        pl.col("variant") == "molorec"
+    )
+    runs = pl.read_csv(workdir / "results/report/fusion_runs.csv")
+    rows = []
+    for row in metrics.iter_rows(named=True):
+        fused = runs.filter(pl.col("scenario") == row["scenario"])
+        rows.append(
+            {
+                "guard": guard,
+                "scenario": row["scenario"],
+                "selected_lr": row["selected_lr"],
+                "HR@1": cell(row, "HR@1"),
+                "NDCG@3": cell(row, "NDCG@3"),
+                "collapsed_share (per lr)": ", ".join(
+                    f"lr {lr}: {share:.2f}"
+                    for lr, share in fused.select("lr", "collapsed_share").iter_rows()
+                ),
+            }
+        )
+    return rows
+
+
+def validation_by_step(workdir: Path, config: dict, guard: str, strength: float) -> list[dict]:
+    """Warm fusion at the grid's smallest lr, evaluated on validation after every step."""
+    import torch
+
+    from molorec.evaluate import predict_llm, scenario_examples
+    from molorec.fusion import FusionSettings, adaptation_prompts, load_mixture
+    from molorec.metrics import target_rank
+
+    results = workdir / "results"
+    fusion = config["fusion"]
+    s = FusionSettings.from_dict(
+        fusion | {"lr": min(fusion["lr_grid"]["warm"]), "seed": config["seed"]}
+    )
+    s.guard, s.guard_strength = guard, strength
+    mixture, tokenizer = load_mixture(
+        str(results / "models" / config["model"]["base"]),
+        [str(results / "adapters/general"), str(results / "adapters/beauty")],
+        s,
+    )
+    data = results / "data/beauty"
+    instructions = pl.read_parquet(data / "instructions.parquet")
+    rows = scenario_examples(
+        pl.read_parquet(data / "examples.parquet"), instructions, "val", "warm", 32
+    )
+    titles = dict(pl.read_parquet(data / "items.parquet").select("item", "title").iter_rows())
+    prompts = adaptation_prompts(instructions, "warm", "test", fusion["n_prompts"]["warm"])
+
+    def hr1() -> float:
+        mixture.model.eval()
+        with torch.no_grad():
+            preds = predict_llm(mixture.model, tokenizer, rows, titles, "rank")
+        ranks = [target_rank(r, t) for r, t in preds.select("ranking", "target").iter_rows()]
+        return sum(r == 1 for r in ranks) / len(ranks)
+
+    out = [{"step": 0, "weight_entropy": 0.6931, "collapsed_share": 0.0, "val_HR@1": hr1()}]
+
+    def on_step(row: dict) -> None:
+        if row["step"] in (1, 2, 4) or row["step"] == len(prompts):
+            out.append(
+                {
+                    "step": row["step"],
+                    "weight_entropy": round(row["weight_entropy"], 4),
+                    "collapsed_share": round(row["collapsed_share"], 3),
+                    "val_HR@1": hr1(),
+                }
+            )
+
+    from molorec.fusion import adapt
+
+    adapt(mixture, tokenizer, prompts, s, on_step=on_step)
+    return [r | {"guard": guard, "lr": s.lr} for r in out]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/molorec-quality"))
+    ap.add_argument("--warm-examples", type=int, default=64)
+    ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
+    args = ap.parse_args()
+    config = quality_config(args.warm_examples)
+    show = pl.Config(
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=200,
+        fmt_str_lengths=80,
+    )
+    seconds = run(prepare(args.workdir, config, fresh=not args.keep))
+    print(
+        f"beauty, {config['data']['n_candidates']} candidates, up to "
+        f"{args.warm_examples} test examples per scenario, {config['model']['base']}, "
+        f"rank backend; pipeline {seconds / 60:.1f} min"
+    )
+    with show:
+        print(quality_table(args.workdir))
+    summary = (args.workdir / "results/report/summary.md").read_text()
+    print(summary[summary.index("## Did it learn?") : summary.index("| domain")])
+
+    guards = guard_rows(args.workdir, "none")
+    for guard, strength in GUARDS:
+        guarded = copy.deepcopy(config)
+        guarded["fusion"] |= {"guard": guard, "guard_strength": strength}
+        seconds = run(prepare(args.workdir, guarded, fresh=False))
+        guards += guard_rows(args.workdir, f"{guard} {strength}")
+        print(f"guard {guard} {strength}: fusion and its evaluations rerun in {seconds:.0f} s")
+    prepare(args.workdir, config, fresh=False)  # leave the workdir at the paper's method
+    with show:
+        print(pl.DataFrame(guards))
+        steps = validation_by_step(args.workdir, config, "none", 0.0)
+        for guard, strength in GUARDS:
+            steps += validation_by_step(args.workdir, config, guard, strength)
+        print(pl.DataFrame(steps))
+    (args.workdir / "bench_quality.json").write_text(json.dumps({"guards": guards}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

