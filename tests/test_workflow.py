@@ -230,13 +230,18 @@ def test_report(sample_run):
     for heading in (
         "## Metrics",
         "## Learning-rate selection",
-        "## Paired bootstrap",
+        "## Did it learn? Paired bootstrap tests",
+        "## Fusion runs",
         "## Data quality",
         "## Cost per stage",
     ):
         assert heading in summary
     plots = {p.name for p in (report / "plots").iterdir()}
-    assert {"training_loss.png", "fusion_trajectories.png"} <= plots
+    assert {"training_loss.png", "fusion_trajectories.png", "fusion_weight_entropy.png"} <= plots
+    # Every fusion run is accounted for, with its scored tokens and collapse share.
+    runs = pl.read_csv(report / "fusion_runs.csv")
+    assert runs.height == len(list((workdir / "results/fusion").glob("*/*/lr*")))
+    assert {"scored_tokens", "collapsed_share", "flag"} <= set(runs.columns)
     assert any(p.startswith("weights_") for p in plots)
     proc = run_workflow(
         workdir, yaml.safe_load((workdir / "config.yaml").read_text()), "--report", "report.html"
