@@ -1,6 +1,7 @@
 """Recommendation quality of the method on the sample with the real embedded model
 (SmolLM2-135M-Instruct), at a larger size than the default run: the paper's 30 candidates
-and more test examples, one target domain (Beauty) to stay within an hour on 2 CPU cores.
+more test examples and twice the training steps, one target domain (Beauty) to stay
+within an hour on 2 CPU cores.
 
 It prints one table: HR@1, HR@3 and NDCG@3 with 95% bootstrap intervals for every LLM
 variant and baseline, warm and cold; the lr chosen on validation and the optimistic
@@ -8,7 +9,8 @@ variant and baseline, warm and cold; the lr chosen on validation and the optimis
 (the pipeline reruns only fusion, its evaluations and the selection), and, for the
 collapsing warm lr, validation HR@1, weight entropy and collapsed share against steps.
 
-    python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality] [--warm-examples 48]
+    python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality]
+                                       [--warm-examples 32] [--train-steps 16]
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from bench_pipeline import REPO, prepare
 GUARDS = [("l2", 0.01), ("floor", 0.05)]
 
 
-def quality_config(warm_examples: int) -> dict:
+def quality_config(warm_examples: int, train_steps: int) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for kind in ("general", "domain"):  # twice the default run's training
+        config["train"][kind]["max_steps"] = train_steps
     config["domains"] = {
         name: spec
         for name, spec in config["domains"].items()
@@ -144,10 +148,11 @@ def validation_by_step(workdir: Path, config: dict, guard: str, strength: float)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/molorec-quality"))
-    ap.add_argument("--warm-examples", type=int, default=48)
+    ap.add_argument("--warm-examples", type=int, default=32)
+    ap.add_argument("--train-steps", type=int, default=16, help="per adapter, batch 8")
     ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
     args = ap.parse_args()
-    config = quality_config(args.warm_examples)
+    config = quality_config(args.warm_examples, args.train_steps)
     show = pl.Config(
         tbl_hide_dataframe_shape=True,
         tbl_hide_column_data_types=True,
@@ -160,7 +165,8 @@ def main() -> None:
     print(
         f"beauty, {config['data']['n_candidates']} candidates, up to "
         f"{args.warm_examples} test examples per scenario, {config['model']['base']}, "
-        f"rank backend; pipeline {seconds / 60:.1f} min"
+        f"{args.train_steps} training steps of 8 per adapter, rank backend; "
+        f"pipeline {seconds / 60:.1f} min"
     )
     with show:
         print(quality_table(args.workdir))
