@@ -125,8 +125,9 @@ def validation_by_step(workdir: Path, config: dict, guard: str, strength: float)
         ranks = [target_rank(r, t) for r, t in preds.select("ranking", "target").iter_rows()]
         return sum(r == 1 for r in ranks) / len(ranks)
 
+    # The first 24 warm validation examples: the pipeline's selection set (which the domain
+    # adapter trained on); equal weights at step 0 have entropy ln 2.
     out = [{"step": 0, "weight_entropy": 0.6931, "collapsed_share": 0.0, "val_HR@1": hr1()}]
-    # (24 warm validation examples; equal weights at step 0 have entropy ln 2)
 
     def on_step(row: dict) -> None:
         if row["step"] in (1, 3) or row["step"] == len(prompts):
@@ -153,14 +154,17 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
     args = ap.parse_args()
     config = quality_config(args.warm_examples, args.train_steps)
-    show = pl.Config(
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        tbl_rows=-1,
-        tbl_cols=-1,
-        tbl_width_chars=200,
-        fmt_str_lengths=80,
-    )
+
+    def show() -> pl.Config:
+        return pl.Config(
+            tbl_hide_dataframe_shape=True,
+            tbl_hide_column_data_types=True,
+            tbl_rows=-1,
+            tbl_cols=-1,
+            tbl_width_chars=200,
+            fmt_str_lengths=80,
+        )
+
     seconds = run(prepare(args.workdir, config, fresh=not args.keep))
     print(
         f"beauty, {config['data']['n_candidates']} candidates, up to "
@@ -168,10 +172,11 @@ def main() -> None:
         f"{args.train_steps} training steps of 8 per adapter, rank backend; "
         f"pipeline {seconds / 60:.1f} min"
     )
-    with show:
+    with show():
         print(quality_table(args.workdir))
     summary = (args.workdir / "results/report/summary.md").read_text()
-    print(summary[summary.index("## Did it learn?") : summary.index("| domain")])
+    start = summary.index("## Did it learn?")
+    print(summary[start : summary.index("| domain", start)])
 
     guards = guard_rows(args.workdir, "none")
     for guard, strength in GUARDS:
@@ -181,7 +186,7 @@ def main() -> None:
         guards += guard_rows(args.workdir, f"{guard} {strength}")
         print(f"guard {guard} {strength}: fusion and its evaluations rerun in {seconds:.0f} s")
     prepare(args.workdir, config, fresh=False)  # leave the workdir at the paper's method
-    with show:
+    with show():
         print(pl.DataFrame(guards))
         steps = validation_by_step(args.workdir, config, "none", 0.0)
         for guard, strength in GUARDS:
