@@ -91,7 +91,9 @@ def guard_rows(workdir: Path, guard: str) -> list[dict]:
     return rows
 
 
-def validation_by_step(workdir: Path, config: dict, guard: str, strength: float) -> list[dict]:
+def validation_by_step(
+    workdir: Path, config: dict, guard: str, strength: float, n_val: int = 24
+) -> list[dict]:
     """Warm fusion at the grid's smallest lr, evaluated on validation after every step."""
     import torch
 
@@ -113,7 +115,7 @@ def validation_by_step(workdir: Path, config: dict, guard: str, strength: float)
     data = results / "data/beauty"
     instructions = pl.read_parquet(data / "instructions.parquet")
     rows = scenario_examples(
-        pl.read_parquet(data / "examples.parquet"), instructions, "val", "warm", 24
+        pl.read_parquet(data / "examples.parquet"), instructions, "val", "warm", n_val
     )
     titles = dict(pl.read_parquet(data / "items.parquet").select("item", "title").iter_rows())
     prompts = adaptation_prompts(instructions, "warm", "test", fusion["n_prompts"]["warm"])
@@ -125,7 +127,7 @@ def validation_by_step(workdir: Path, config: dict, guard: str, strength: float)
         ranks = [target_rank(r, t) for r, t in preds.select("ranking", "target").iter_rows()]
         return sum(r == 1 for r in ranks) / len(ranks)
 
-    # The first 24 warm validation examples: the pipeline's selection set (which the domain
+    # The first n_val warm validation examples: the pipeline's selection set (which the domain
     # adapter trained on); equal weights at step 0 have entropy ln 2.
     out = [{"step": 0, "weight_entropy": 0.6931, "collapsed_share": 0.0, "val_HR@1": hr1()}]
 
