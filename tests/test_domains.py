@@ -115,7 +115,7 @@ def test_target_domain_settings_never_rerun_the_general_adapter(one_target_run):
     config = current_config(workdir)
 
     changed = copy.deepcopy(config)
-    changed["train"]["domain"]["epochs"] = 2
+    changed["train"]["domain"]["lr"] = 5.0e-4
     jobs = planned_jobs(workdir, changed)
     assert "train_domain_adapter" in rules_of(jobs)
     assert not general_jobs(jobs, changed)
