@@ -1,6 +1,6 @@
 """Recommendation quality of the method on the sample with the real embedded model
 (SmolLM2-135M-Instruct), at a larger size than the default run: the paper's 30 candidates
-more test examples and twice the training steps, one target domain (Beauty) to stay
+more test examples and 1.5 times the training steps, one target domain (Beauty) to stay
 within an hour on 2 CPU cores.
 
 It prints one table: HR@1, HR@3 and NDCG@3 with 95% bootstrap intervals for every LLM
@@ -10,7 +10,7 @@ variant and baseline, warm and cold; the lr chosen on validation and the optimis
 collapsing warm lr, validation HR@1, weight entropy and collapsed share against steps.
 
     python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality]
-                                       [--warm-examples 32] [--train-steps 16]
+                                       [--warm-examples 32] [--train-steps 12]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ GUARDS = [("l2", 0.01), ("floor", 0.05)]
 
 def quality_config(warm_examples: int, train_steps: int) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    for kind in ("general", "domain"):  # twice the default run's training
+    for kind in ("general", "domain"):  # more than the default run trains
         config["train"][kind]["max_steps"] = train_steps
     config["domains"] = {
         name: spec
@@ -152,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/molorec-quality"))
     ap.add_argument("--warm-examples", type=int, default=32)
-    ap.add_argument("--train-steps", type=int, default=16, help="per adapter, batch 8")
+    ap.add_argument("--train-steps", type=int, default=12, help="per adapter, batch 8")
     ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
     args = ap.parse_args()
     config = quality_config(args.warm_examples, args.train_steps)
