@@ -469,7 +469,8 @@ def adapt(
                         "step": len(trajectory) + 1,
                         "loss": None if loss is None else float(loss.detach()),
                         "scored_tokens": int(len(chunk.rows)),
-                        "answer_tokens": sum(len(a) for a in scored.answers),
+                        # a prompt batch's answers, counted once, on its first chunk
+                        "answer_tokens": sum(len(a) for a in scored.answers) if lo == 0 else 0,
                         "general_weight_mean": float(w[:, 0].mean()),
                         "general_weight_min": float(w[:, 0].min()),
                         "general_weight_max": float(w[:, 0].max()),
@@ -515,8 +516,11 @@ TRAJECTORY_FIELDS = [
 ]
 
 
-def write_outputs(mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: str | Path) -> None:
-    """adapter/ (one PEFT adapter), fusion_weights.json and trajectory.csv."""
+def write_outputs(
+    mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: str | Path
+) -> dict[str, list[float]]:
+    """adapter/ (one PEFT adapter), fusion_weights.json and trajectory.csv; returns the
+    weights written."""
     out = Path(out_dir)
     adapter = out / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)
@@ -528,6 +532,7 @@ def write_outputs(mixture: Mixture, tokenizer, trajectory: list[dict], out_dir: 
         writer = csv.DictWriter(fh, fieldnames=TRAJECTORY_FIELDS)
         writer.writeheader()
         writer.writerows(trajectory)
+    return weights
 
 
 # --- the stage ----------------------------------------------------------------------------
@@ -596,8 +601,7 @@ def run(
         if settings.require_signal:
             raise RuntimeError(message + " (fusion.require_signal is set)")
         log.warning(message)
-    write_outputs(mixture, tokenizer, trajectory, out_dir)
-    final = mixture.effective_weights()
+    final = write_outputs(mixture, tokenizer, trajectory, out_dir)
     info = {
         "adapters": adapters,  # the order of every weight list
         "scenario": scenario,
