@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from molorec.config import (
     ConfigError,
+    canonical,
     check_config,
     domains_with_role,
     example_settings,
@@ -18,11 +19,17 @@ from molorec.model import TINY, built_here, is_gguf, resolve_base
 SCHEMA = "../workflow/schemas/config.schema.yaml"
 
 # Readable errors (domain, key, path) before Snakemake's own schema check.
+CONFIG_SCHEMA = load_schema(workflow.source_path(SCHEMA))
 try:
-    check_config(config, schema=load_schema(workflow.source_path(SCHEMA)))
+    check_config(config, schema=CONFIG_SCHEMA)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, schema=SCHEMA)
+# One spelling per setting (sorted keys, unordered lists sorted): params are compared as
+# text, so a config re-serialised or reordered by a program must plan nothing new.
+_canonical = canonical(config, CONFIG_SCHEMA)
+config.clear()
+config.update(_canonical)
 
 DOMAINS = sorted(config["domains"])
 GENERAL_DOMAINS = domains_with_role(config, "general")

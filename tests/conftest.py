@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,74 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Deprecations our code triggers are errors (pyproject's filterwarnings catches those
+# attributed to molorec; these catch those a library attributes to its own frames).
+DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+# Frames that only pass a call on: the library that warns is the callee, not the caller.
+PASS_THROUGH = ("torch.nn.modules.module", "functools", "contextlib", "logging")
+
+
+def deprecated_call_site(frame) -> str | None:
+    """The module that called the deprecated API: the first frame outside the package that
+    warns (and outside pure dispatch such as torch's Module.__call__)."""
+    emitter = frame.f_globals.get("__name__", "").split(".")[0]
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.split(".")[0] != emitter and not module.startswith(PASS_THROUGH):
+            return module
+        frame = frame.f_back
+    return None
+
+
+def from_molorec(frame) -> bool:
+    site = deprecated_call_site(frame)
+    return site is not None and site.split(".")[0] == "molorec"
+
+
+class DeprecationLog(logging.Handler):
+    """transformers and peft announce some deprecations through logging, not warnings."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record):
+        if "deprecat" not in record.getMessage().lower():
+            return
+        frame = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.endswith(record.pathname):
+            frame = frame.f_back
+        if frame is not None and from_molorec(frame):
+            self.seen.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def no_deprecated_calls_from_molorec(monkeypatch):
+    original = warnings.warn
+
+    def warn(message, category=None, stacklevel=1, source=None, **kwargs):
+        category = type(message) if isinstance(message, Warning) else category or UserWarning
+        if issubclass(category, DEPRECATIONS) and from_molorec(sys._getframe(1)):
+            raise category(f"{message} (a deprecated call in molorec code)")
+        original(message, category, stacklevel + 1, source, **kwargs)
+
+    monkeypatch.setattr(warnings, "warn", warn)
+    log = DeprecationLog()
+    loggers = [logging.getLogger(name) for name in ("transformers", "peft")]
+    for logger in loggers:
+        logger.addHandler(log)
+    yield
+    for logger in loggers:
+        logger.removeHandler(log)
+    assert not log.seen, f"molorec code called deprecated API: {log.seen}"
+
 
 def run_workflow(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
     """Snakemake on this repo's Snakefile with ``config`` as workdir/config.yaml."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    # In the dict's own key order, as a user's hand-written file (tests sort or shuffle it).
+    text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+    (workdir / "config.yaml").write_text(text)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
     cmd += ["--cores", "2", "--directory", str(workdir), *extra]
     return subprocess.run(cmd, capture_output=True, text=True)

@@ -14,11 +14,30 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 SLURM_DIR = Path("/etc/slurm")
 # The daemons this file starts and the commands it and the tests call.
-COMMANDS = ("munged", "munge", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scontrol")
+COMMANDS = (
+    "munged",
+    "munge",
+    "slurmctld",
+    "slurmd",
+    "sinfo",
+    "sbatch",
+    "squeue",
+    "scontrol",
+    "scancel",
+)
+# What a cluster leaves running if its jobs outlive it: a step daemon per job, with the
+# job's processes below it.
+STEP_DAEMON = "slurmstepd"
+# Client commands that a killed Snakemake (the SLURM executor) may leave running.
+CLIENTS = ("scancel", "squeue", "sbatch", "srun", "sacct", "scontrol")
 MARKER = "# Written by molorec's tests (tests/slurm_cluster.py); removed when they end.\n"
 
 
@@ -89,8 +108,10 @@ class OneNodeCluster:
         self.node = socket.gethostname().split(".")[0]
         self.procs: dict[str, subprocess.Popen] = {}
         self.written: list[Path] = []
+        self.started = time.time()
 
     def start(self, timeout: float = 60) -> None:
+        self.started = time.time()
         (self.state / "ctld").mkdir(parents=True, exist_ok=True)
         (self.state / "d").mkdir(parents=True, exist_ok=True)
         hardware = node_hardware()
@@ -157,8 +178,37 @@ class OneNodeCluster:
             parts.append(f"--- {path.name}\n{path.read_text()[-2000:]}")
         return "\n".join(parts)
 
+    def cancel_jobs(self, timeout: float = 60) -> None:
+        """Cancel every job of the cluster and wait until no job step is left. A step daemon
+        detaches from slurmd, so stopping the daemons alone leaves the jobs running."""
+        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
+            subprocess.run(["scancel", "--partition=debug"], capture_output=True)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and (
+                self.active_jobs() or cluster_processes((STEP_DAEMON,), self.started)
+            ):
+                time.sleep(0.5)
+            # A killed Snakemake leaves its own scancel/squeue calls behind: let them finish
+            # while the controller still answers them.
+            while time.monotonic() < deadline and cluster_processes(CLIENTS, self.started):
+                time.sleep(0.5)
+        # Whatever outlived the cancel (a dead controller, a stuck step) is killed by pid.
+        for proc in cluster_processes((STEP_DAEMON, *CLIENTS), self.started):
+            kill_tree(proc)
+
+    def active_jobs(self) -> list[str]:
+        out = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out.split()
+
     def stop(self) -> None:
-        """Stop every daemon this object started, by pid, and remove the files it wrote."""
+        """Cancel the jobs, then stop every daemon this object started, by pid, and remove the
+        files it wrote."""
+        if self.procs:
+            self.cancel_jobs()
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None:
@@ -172,3 +222,37 @@ class OneNodeCluster:
         for path in reversed(self.written):
             path.unlink(missing_ok=True)
         self.written.clear()
+
+
+def cluster_processes(names: tuple[str, ...], since: float) -> list[psutil.Process]:
+    """Processes called ``names`` started since ``since`` (this cluster's, not another's)."""
+    found = []
+    for proc in psutil.process_iter(["name", "create_time"]):
+        if proc.info["name"] in names and proc.info["create_time"] >= since - 1:
+            found.append(proc)
+    return found
+
+
+def kill_tree(proc: psutil.Process) -> None:
+    try:
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
+
+
+@contextmanager
+def running_cluster(state: Path) -> Iterator[OneNodeCluster]:
+    """A started cluster, stopped (its jobs cancelled first) however the block ends: normally,
+    by a failure or by KeyboardInterrupt."""
+    cluster = OneNodeCluster(state)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

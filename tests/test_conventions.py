@@ -46,6 +46,28 @@ def test_conda_env_and_pyproject_list_the_same_packages():
     assert env_packages() == wanted
 
 
+def constraints() -> dict[str, str]:
+    """constraints.txt: the tested set, name -> version."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_lower_bounds_are_the_tested_versions():
+    """Every lower bound is a version the suite passed on: the one constraints.txt pins."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["test"]
+    pins = constraints()
+    for requirement in requirements:
+        name, spec = split(requirement)
+        lower = re.search(r">=([^,]+)", spec)
+        assert lower, f"{requirement}: no lower bound"
+        assert lower.group(1) == pins[name.replace("_", "-")], requirement
+
+
 def rule_blocks() -> dict[str, str]:
     blocks = {}
     for path in sorted((REPO / "rules").glob("*.smk")) + [REPO / "Snakefile"]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import random
 import re
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, one_target_config, run_workflow, tree_bytes
 
@@ -24,12 +27,12 @@ def general_jobs(jobs, config) -> set[tuple[str, str]]:
     }
 
 
-def planned_jobs(workdir: Path, config: dict) -> list[tuple[str, str]]:
+def planned_jobs(workdir: Path, config: dict, *extra: str) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run of ``config`` plans in ``workdir``; the
     workdir's config.yaml stays that of its last real run."""
     config_file = workdir / "config.yaml"
     last_run = config_file.read_text() if config_file.exists() else None
-    proc = run_workflow(workdir, config, "--dry-run")
+    proc = run_workflow(workdir, config, "--dry-run", *extra)
     if last_run is not None:
         config_file.write_text(last_run)
     out = proc.stdout + proc.stderr
@@ -108,6 +111,69 @@ def test_adding_a_target_domain_runs_only_its_branch(one_target_run):
         for k, v in metrics.items()
         if k.startswith("eval/beauty/") and k.endswith("metrics.json")
     }
+
+
+def sorted_keys(value):
+    """The config as yaml.safe_dump writes it by default, keys sorted at every level."""
+    if isinstance(value, dict):
+        return {k: sorted_keys(value[k]) for k in sorted(value)}
+    return value
+
+
+def shuffled(value, rng: random.Random):
+    """The same settings with the keys of every mapping (domains too) in a random order."""
+    if isinstance(value, dict):
+        keys = list(value)
+        rng.shuffle(keys)
+        return {k: shuffled(value[k], rng) for k in keys}
+    return value
+
+
+def test_a_config_rewritten_by_a_program_plans_only_what_changed(one_target_run):
+    """A config loaded, edited and dumped again (keys sorted) plans the new target domain
+    and the aggregates, not a re-ingest and a retraining of everything."""
+    workdir = one_target_run[0]
+    config = current_config(workdir)
+    assert list(config) != sorted(config)  # the last run's file is in its hand-written order
+    grown = copy.deepcopy(config)
+    grown["domains"]["beauty_copy"] = copy.deepcopy(config["domains"]["beauty"])
+
+    jobs = planned_jobs(workdir, sorted_keys(grown))
+    assert {job for job in jobs if "domain=beauty_copy" not in job[1].split(", ")} == {
+        ("report", ""),
+        ("all", ""),
+    }
+    assert {"ingest_domain", "train_domain_adapter", "evaluate_llm"} <= rules_of(
+        jobs, "beauty_copy"
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_same_settings_in_another_order_plan_nothing(one_target_run, seed):
+    workdir = one_target_run[0]
+    config = current_config(workdir)
+    assert planned_jobs(workdir, shuffled(config, random.Random(seed))) == []
+    assert planned_jobs(workdir, sorted_keys(config)) == []
+    # Lists whose order means nothing (x-unordered in the schema), and 2 written as 2.0.
+    reordered = copy.deepcopy(config)
+    warm = reordered["fusion"]["lr_grid"]["warm"]
+    reordered["fusion"]["lr_grid"]["warm"] = [int(lr) if lr == int(lr) else lr for lr in warm][::-1]
+    assert planned_jobs(workdir, reordered) == []
+    # The same settings given again through --config, in another key order.
+    data = json.dumps(dict(reversed(config["data"].items())))
+    assert planned_jobs(workdir, config, "--config", f"data={data}") == []
+
+
+def test_a_setting_that_matters_still_reruns_what_depends_on_it(one_target_run):
+    workdir = one_target_run[0]
+    changed = sorted_keys(current_config(workdir))
+    changed["data"]["n_candidates"] += 1
+    jobs = planned_jobs(workdir, changed)
+    domains = current_config(workdir)["domains"]
+    for domain in domains:
+        assert {"build_examples", "build_instructions"} <= rules_of(jobs, domain)
+        assert "ingest_domain" not in rules_of(jobs, domain)
+    assert {"pool_general_instructions", "train_general_adapter", "report"} <= rules_of(jobs)
 
 
 def test_target_domain_settings_never_rerun_the_general_adapter(one_target_run):

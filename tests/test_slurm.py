@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 import yaml
-from conftest import REPO, result_files, run_workflow, tree_bytes
-from slurm_cluster import OneNodeCluster, unavailable
+from conftest import REPO, one_target_config, result_files, run_workflow, tree_bytes
+from slurm_cluster import running_cluster, unavailable
 
 TEST_PROFILE = REPO / "tests/slurm-profile"
 GPU_RULES = {
@@ -26,27 +30,80 @@ GPU_RULES = {
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    require_cluster()
+    with running_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+def require_cluster() -> None:
     why = unavailable()
     if why:
         # CI installs SLURM and sets this: there the test must run, not skip.
         if os.environ.get("MOLOREC_REQUIRE_SLURM"):
             pytest.fail(f"MOLOREC_REQUIRE_SLURM is set but {why}")
         pytest.skip(why)
-    cluster = OneNodeCluster(tmp_path_factory.mktemp("slurm"))
+
+
+def leftovers(workdir: Path) -> list[str]:
+    """Processes of a test cluster or of a run in ``workdir`` that are still alive."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "cwd"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if (
+            proc.info["name"] in ("slurmstepd", "slurmd", "slurmctld", "munged", "srun")
+            or str(workdir) in cmdline
+            or (proc.info["cwd"] or "").startswith(str(workdir))
+        ):
+            found.append(f"{proc.info['pid']} {proc.info['name']}: {cmdline[:200]}")
+    return found
+
+
+def test_an_interrupted_run_leaves_no_process_behind(tmp_path):
+    """Ctrl-C while a SLURM job runs: the teardown cancels the jobs, waits for them, then
+    stops the daemons. Runs before the module's cluster fixture starts (file order), since
+    one machine holds one test cluster."""
+    require_cluster()
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = one_target_config()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    log = open(tmp_path / "child.log", "w")
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/slurm_interrupted_run.py"), str(tmp_path), str(workdir)],
+        cwd=REPO / "tests",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
     try:
-        cluster.start()
-        yield cluster
+        deadline = time.monotonic() + 300
+        running = []
+        while not running and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(1)
+            running = [
+                job
+                for job in slurm_jobs(check=False)
+                if job.get("WorkDir") == str(workdir) and job.get("JobState") == "RUNNING"
+            ]
+        assert running, (tmp_path / "child.log").read_text()[-3000:]
+        time.sleep(2)  # the job's step and its processes are up
+        os.killpg(child.pid, signal.SIGINT)
+        assert child.wait(timeout=180) != 0
     finally:
-        cluster.stop()
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        log.close()
+    assert leftovers(workdir) == [], (tmp_path / "child.log").read_text()[-3000:]
+    assert not (Path("/etc/slurm") / "slurm.conf").exists()
 
 
-def slurm_jobs() -> list[dict[str, str]]:
+def slurm_jobs(check: bool = True) -> list[dict[str, str]]:
     """Every job the controller knows (finished ones stay MinJobAge seconds), as key=value."""
     out = subprocess.run(
         ["scontrol", "show", "job", "--details", "--oneliner"],
         capture_output=True,
         text=True,
-        check=True,
+        check=check,
     ).stdout
     return [
         dict(re.findall(r"(\w+)=(\S*)", line))

@@ -105,6 +105,54 @@ def check_config(config: dict, base_dir: str | Path = ".", schema: dict | None =
     return config
 
 
+def _branches(node: dict, root: dict) -> list[dict]:
+    """A schema node with its $ref, allOf, oneOf and anyOf branches, resolved."""
+    found, todo = [], [node]
+    while todo:
+        n = todo.pop()
+        if not isinstance(n, dict):
+            continue
+        found.append(n)
+        if "$ref" in n:
+            target = root
+            for part in n["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            todo.append(target)
+        for key in ("allOf", "oneOf", "anyOf"):
+            todo.extend(n.get(key, []))
+    return found
+
+
+def canonical(value, schema: dict, root: dict | None = None):
+    """``value`` in one spelling per meaning, so Snakemake's params (compared as text) change
+    only when a setting does: dict keys sorted, lists the schema marks ``x-unordered``
+    sorted, and integers where the schema says number made floats (2 and 2.0 are one lr)."""
+    root = root or schema
+    branches = _branches(schema, root)
+    if isinstance(value, dict):
+        out = {}
+        for key in sorted(value, key=str):
+            subs = [b["properties"][key] for b in branches if key in b.get("properties", {})]
+            if not subs:
+                subs = [
+                    b["additionalProperties"]
+                    for b in branches
+                    if isinstance(b.get("additionalProperties"), dict)
+                ]
+            out[key] = canonical(value[key], {"allOf": subs}, root)
+        return out
+    if isinstance(value, list):
+        items = {"allOf": [b["items"] for b in branches if isinstance(b.get("items"), dict)]}
+        out = [canonical(v, items, root) for v in value]
+        if any(b.get("x-unordered") for b in branches):
+            out = sorted(out)
+        return out
+    types = {b.get("type") for b in branches}
+    if isinstance(value, int) and not isinstance(value, bool) and "number" in types:
+        return float(value)
+    return value
+
+
 def check_general_adapter(path: Path, base_model: str) -> None:
     """A general adapter built elsewhere must be a PEFT LoRA folder trained on the same base
     model (by name: a hub id and a local copy of it agree). Layer shapes are checked again

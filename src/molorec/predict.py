@@ -107,7 +107,7 @@ def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> to
         )
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
         n, width, p = len(candidates), max(len(c) for c in candidates), len(prompt)
-        cache = out.past_key_values
+        cache = out.cache
         cache.batch_repeat_interleave(n)
         ids = torch.zeros((n, width), dtype=torch.long, device=device)
         mask = torch.zeros((n, width), dtype=torch.long, device=device)
@@ -120,7 +120,7 @@ def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> to
             input_ids=ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         ).logits
         logits = logits[:, :-1].float()
