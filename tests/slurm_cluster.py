@@ -88,6 +88,8 @@ GresTypes=gpu
 # No slurmdbd: finished jobs must stay visible to squeue long enough for Snakemake.
 MinJobAge=600
 ReturnToService=2
+# Cancelled jobs get SIGKILL 2 s after SIGTERM (default 30 s): a test's teardown waits.
+KillWait=2
 SlurmdTimeout=60
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
@@ -179,11 +181,15 @@ class OneNodeCluster:
         return "\n".join(parts)
 
     def cancel_jobs(self, timeout: float = 60) -> None:
-        """Cancel every job of the cluster and wait until no job step is left. A step daemon
-        detaches from slurmd, so stopping the daemons alone leaves the jobs running."""
+        """Cancel every job of the cluster and wait until none of its processes is left. A
+        step daemon detaches from slurmd, so stopping the daemons alone leaves the jobs
+        running; and a job's processes can outlive their step daemon."""
+        # The jobs' processes now: once their step daemon is gone they are orphans that no
+        # process tree leads to.
+        jobs = [p for step in cluster_processes((STEP_DAEMON,), self.started) for p in tree(step)]
+        deadline = time.monotonic() + timeout
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            subprocess.run(["scancel", "--partition=debug"], capture_output=True)
-            deadline = time.monotonic() + timeout
+            subprocess.run(["scancel", "--full", "--partition=debug"], capture_output=True)
             while time.monotonic() < deadline and (
                 self.active_jobs() or cluster_processes((STEP_DAEMON,), self.started)
             ):
@@ -193,8 +199,8 @@ class OneNodeCluster:
             while time.monotonic() < deadline and cluster_processes(CLIENTS, self.started):
                 time.sleep(0.5)
         # Whatever outlived the cancel (a dead controller, a stuck step) is killed by pid.
-        for proc in cluster_processes((STEP_DAEMON, *CLIENTS), self.started):
-            kill_tree(proc)
+        left = cluster_processes((STEP_DAEMON, *CLIENTS), self.started)
+        kill([*jobs, *(p for proc in left for p in tree(proc))])
 
     def active_jobs(self) -> list[str]:
         out = subprocess.run(
@@ -233,17 +239,21 @@ def cluster_processes(names: tuple[str, ...], since: float) -> list[psutil.Proce
     return found
 
 
-def kill_tree(proc: psutil.Process) -> None:
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """A process and its descendants (none if it is gone)."""
     try:
-        family = [proc, *proc.children(recursive=True)]
+        return [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return
-    for member in family:
+        return []
+
+
+def kill(procs: list[psutil.Process]) -> None:
+    for proc in procs:
         try:
-            member.kill()
+            proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(family, timeout=10)
+    psutil.wait_procs(procs, timeout=10)
 
 
 @contextmanager
