@@ -6,7 +6,8 @@ within an hour on 2 CPU cores.
 It prints one table: HR@1, HR@3 and NDCG@3 with 95% bootstrap intervals for every LLM
 variant and baseline, warm and cold; the lr chosen on validation and the optimistic
 (test-selected) gap. Then the fusion guard: the same fusion rerun with each guard
-(the pipeline reruns only fusion, its evaluations and the selection), and, for the
+(the pipeline reruns only fusion, its evaluations and the selection), the label-free
+prompt choice (fusion.prompt_choice: first_n), and, for the
 collapsing warm lr, validation HR@1, weight entropy and collapsed share against steps.
 
     python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality]
@@ -27,6 +28,14 @@ import yaml
 from bench_pipeline import REPO, prepare
 
 GUARDS = [("l2", 0.01), ("floor", 0.05)]
+# Fusion reruns beside the paper's method: each guard, and the label-free prompt choice.
+FUSION_VARIANTS = [
+    *(
+        (f"guard {g} {strength}", {"guard": g, "guard_strength": strength})
+        for g, strength in GUARDS
+    ),
+    ("prompts first_n", {"prompt_choice": "first_n"}),
+]
 
 
 def quality_config(warm_examples: int, train_steps: int) -> dict:
@@ -67,7 +76,7 @@ def quality_table(workdir: Path) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def guard_rows(workdir: Path, guard: str) -> list[dict]:
+def fusion_rows(workdir: Path, setting: str) -> list[dict]:
     metrics = pl.read_csv(workdir / "results/report/metrics.csv").filter(
         pl.col("variant") == "molorec"
     )
@@ -77,7 +86,7 @@ def guard_rows(workdir: Path, guard: str) -> list[dict]:
         fused = runs.filter(pl.col("scenario") == row["scenario"])
         rows.append(
             {
-                "guard": guard,
+                "fusion": setting,
                 "scenario": row["scenario"],
                 "selected_lr": row["selected_lr"],
                 "HR@1": cell(row, "HR@1"),
@@ -180,13 +189,13 @@ def main() -> None:
     start = summary.index("## Did it learn?")
     print(summary[start : summary.index("| domain", start)])
 
-    guards = guard_rows(args.workdir, "none")
-    for guard, strength in GUARDS:
-        guarded = copy.deepcopy(config)
-        guarded["fusion"] |= {"guard": guard, "guard_strength": strength}
-        seconds = run(prepare(args.workdir, guarded, fresh=False))
-        guards += guard_rows(args.workdir, f"{guard} {strength}")
-        print(f"guard {guard} {strength}: fusion and its evaluations rerun in {seconds:.0f} s")
+    guards = fusion_rows(args.workdir, "paper (no guard, target_scenario prompts)")
+    for name, settings in FUSION_VARIANTS:
+        changed = copy.deepcopy(config)
+        changed["fusion"] |= settings
+        seconds = run(prepare(args.workdir, changed, fresh=False))
+        guards += fusion_rows(args.workdir, name)
+        print(f"{name}: fusion and its evaluations rerun in {seconds:.0f} s")
     prepare(args.workdir, config, fresh=False)  # leave the workdir at the paper's method
     with show():
         print(pl.DataFrame(guards))

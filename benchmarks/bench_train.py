@@ -91,7 +91,7 @@ def prepare(cache: Path, n_examples: int, name: str = "tiny-qwen2") -> tuple[Pat
     examples.run(paths["interactions"], paths["items"], settings, paths)
     full = out / "instructions.parquet"
     write_instructions(paths["examples"], paths["items"], full, DOMAIN, DEFAULT_PROMPT, data)
-    rows = training_rows(pl.read_parquet(full), "domain")
+    rows = training_rows(pl.read_parquet(full))
     if rows.height < n_examples:
         raise SystemExit(f"the sample has {rows.height} training rows, fewer than {n_examples}")
     subset = out / f"train-{n_examples}.parquet"

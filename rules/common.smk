@@ -74,6 +74,12 @@ def examples_params(wildcards):
     return vars(example_settings(config, wildcards.domain))
 
 
+def cold_item_params(wildcards):
+    """What the cold items are drawn from (molorec.data.examples.cold_items)."""
+    keys = ("seed", "domain", "role", "cold_item_fraction")
+    return {k: v for k, v in examples_params(wildcards).items() if k in keys}
+
+
 def instruction_params(wildcards):
     data = config["data"]
     return {

@@ -86,6 +86,7 @@ rule evaluate_baseline:
     input:
         examples="results/data/{domain}/examples.parquet",
         interactions="results/data/{domain}/interactions.parquet",
+        catalog="results/data/{domain}/items.parquet",
     output:
         predictions="results/eval/{domain}/{scenario}/{baseline}/predictions.parquet",
         metrics="results/eval/{domain}/{scenario}/{baseline}/metrics.json",
@@ -105,6 +106,7 @@ rule evaluate_baseline:
         runtime=stage_resource("evaluate", "runtime"),
     params:
         settings=eval_settings,
+        example_settings=cold_item_params,
     script:
         "../workflow/scripts/evaluate_baseline.py"
 
@@ -155,5 +157,6 @@ rule report:
         variants=VARIANTS + config["evaluate"]["baselines"],
         adapters=(["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS,
         seed=config["seed"],
+        bootstrap=config["evaluate"]["bootstrap"],
     script:
         "../workflow/scripts/report.py"

@@ -27,6 +27,7 @@ rule fuse_adapters:
         settings=fusion_settings,
         n_prompts=lambda wildcards: config["fusion"]["n_prompts"][wildcards.scenario],
         adapt_on=config["fusion"]["adapt_on"],
+        prompt_choice=config["fusion"]["prompt_choice"],
     script:
         "../workflow/scripts/fuse_adapters.py"
 

@@ -36,6 +36,7 @@ def instructions(path, n: int, answer=lambda i: TITLES[i % len(TITLES)], split="
             "position": 1,
             "target": f"I{i}",
             "cold": False,
+            "held_out": split == "test",
             "messages": conversation(i, answer(i)),
         }
         for i in range(n)

@@ -1,12 +1,31 @@
 """The original MoLoRec fusion objective, kept as a reference: token by token, a full
 forward and backward without KV cache for every scored token (greedy decoding likewise
-recomputes the whole sequence for every new token)."""
+recomputes the whole sequence for every new token). Independent of molorec.fusion: its
+own entropy, separators and title positions, written the plain way."""
 
 from __future__ import annotations
 
 import torch
 
-from molorec.fusion import chosen_positions, entropy, separator_ids
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    return torch.distributions.Categorical(logits=logits.float()).entropy()
+
+
+def separator_ids(tokenizer, separator: str = "||") -> set[int]:
+    """Every token that decodes to text holding the separator."""
+    return {i for i in range(len(tokenizer)) if separator in tokenizer.decode([i])}
+
+
+def chosen_positions(answer: list[int], k: int, separators: set[int], stop: set[int]) -> list[int]:
+    """The first k positions of every title: the runs between separators, before a stop."""
+    end = next((j for j, token in enumerate(answer) if token in stop), len(answer))
+    cuts = [j for j in range(end) if answer[j] in separators] + [end]
+    positions, start = [], 0
+    for cut in cuts:
+        positions += list(range(start, cut))[:k]
+        start = cut + 1
+    return positions
 
 
 def original_gradient(mixture, tokenizer, prompts, k: int, max_new_tokens: int) -> torch.Tensor:

@@ -117,7 +117,9 @@ def test_a_shared_general_adapter_passes_the_check(config, tmp_path):
     shared_adapter(tmp_path / "shared", base="/models/Qwen2-7B-Instruct/")
     config = target_only(config) | {"general_adapter": "shared"}
     config["model"] = {"base": "Qwen/Qwen2-7B-Instruct"}
-    check_config(config, base_dir=tmp_path)
+    checked = check_config(config, base_dir=tmp_path)
+    assert checked["general_adapter"] == "shared"
+    assert {spec["role"] for spec in checked["domains"].values()} == {"target"}
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from conftest import REPO
 
 try:
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+except ModuleNotFoundError:  # Python 3.10: pip's own copy of tomli, so nothing can skip
+    from pip._vendor import tomli as tomllib
 
 # Conda-forge names that differ from PyPI's.
 CONDA_TO_PYPI = {"matplotlib-base": "matplotlib"}

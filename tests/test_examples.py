@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from molorec.data.examples import ExampleSettings, build_examples
+from molorec.data.examples import ExampleSettings, build_examples, selection_users
 from molorec.data.instructions import DEFAULT_PROMPT, build_instructions
 
 N_ITEMS = 60
@@ -62,6 +62,8 @@ def test_example_properties(sequences, role):
     examples, summary = build_examples(interactions, items, s)
     titles = dict(items.rows())
     cold_items = _cold_set(examples, sequences, s, items)
+    users = list(sequences)
+    selection = {u for u, m in zip(users, selection_users(users, s), strict=True) if m}
     for row in examples.iter_rows(named=True):
         seq = [f"I{i:03d}" for i in sequences[row["user"]]]
         p = row["position"]
@@ -79,8 +81,13 @@ def test_example_properties(sequences, role):
         assert _is_subsequence(hist, before)
         assert row["answer"][0] == row["target"] and set(row["answer"]) <= set(cands)
         assert len(row["answer"]) == s.answer_size
-        trained_on = row["split"] == "train" or (row["split"] == "val" and not row["cold"])
-        if trained_on:
+        selection_user = row["user"] in selection
+        held_out = row["split"] == "test" or (
+            row["split"] == "val" and (row["cold"] or selection_user)
+        )
+        assert row["held_out"] == held_out
+        assert row["selection"] == (row["split"] == "val" and selection_user)
+        if not held_out:
             assert not (set(hist) | set(cands)) & cold_items
             assert hist == [i for i in before if i not in cold_items][-s.max_history :]
         else:
@@ -113,15 +120,45 @@ def _cold_set(examples, sequences, s, items):
     return {i for i, c in zip(ids, cold_items(ids, s), strict=True) if c}
 
 
-def test_cold_fraction_is_exact_and_seeded():
+def test_cold_items_are_drawn_per_item_and_seeded():
     from molorec.data.examples import cold_items
 
-    ids = [f"I{i}" for i in range(200)]
+    ids = [f"I{i}" for i in range(2000)]
     mask = cold_items(ids, settings_for(cold_item_fraction=0.1))
-    assert mask.sum() == 20
+    assert abs(mask.sum() - 200) < 3 * (2000 * 0.1 * 0.9) ** 0.5  # binomial, within 3 sigma
     assert (mask == cold_items(ids, settings_for(cold_item_fraction=0.1))).all()
     assert not (mask == cold_items(ids, settings_for(cold_item_fraction=0.1, seed=4))).all()
     assert cold_items(ids, settings_for(role="general")).sum() == 0
+    # New items (a grown catalogue) never change whether an existing item is cold.
+    grown = cold_items([*ids, *(f"J{i}" for i in range(500))], settings_for(cold_item_fraction=0.1))
+    assert (grown[: len(ids)] == mask).all()
+
+
+def test_selection_users_are_the_same_in_every_domain():
+    users = [f"U{i}" for i in range(2000)]
+    mask = selection_users(users, settings_for(selection_fraction=0.2))
+    assert abs(mask.sum() - 400) < 3 * (2000 * 0.2 * 0.8) ** 0.5
+    for other in (settings_for(domain="toys", role="general", selection_fraction=0.2),):
+        assert (selection_users(users, other) == mask).all()
+    assert not (selection_users(users, settings_for(seed=4, selection_fraction=0.2)) == mask).all()
+
+
+def test_selection_examples_reach_no_adapter():
+    """The same dump as a general and a target domain: no (user, target) of the target's
+    selection set is in the general pool or the domain adapter's rows."""
+    seqs = {f"U{u}": [(u * 3 + k * 7) % N_ITEMS for k in range(9)] for u in range(60)}
+    inter, items = frames(seqs)
+    target, summary = build_examples(inter, items, settings_for(selection_fraction=0.3))
+    general, _ = build_examples(
+        inter, items, settings_for("general", domain="beauty_general", selection_fraction=0.3)
+    )
+    selection = target.filter(pl.col("selection"))
+    assert selection["held_out"].all() and set(selection["split"]) == {"val"}
+    assert selection.height == summary["selection_examples"] > 0
+    assert selection.filter(~pl.col("cold")).height > 0  # warm ones too, not only cold
+    pairs = set(selection.select("user", "target").iter_rows())
+    trained = pl.concat([target.filter(~pl.col("held_out")), general.filter(~pl.col("held_out"))])
+    assert not pairs & set(trained.select("user", "target").iter_rows())
 
 
 def test_deterministic_and_independent_of_other_users():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import polars as pl
 import pytest
@@ -16,6 +17,7 @@ from molorec.fusion import (
     LoraAdapter,
     Mixture,
     adapt,
+    adaptation_prompts,
     answer_entropy,
     chosen_positions,
     greedy_answers,
@@ -135,6 +137,16 @@ def test_separators_come_from_the_tokenizer(tokenizer):
     assert all("||" in tokenizer.decode([i]) for i in seps)
 
 
+def test_entropy_hand_computed():
+    from molorec.fusion import entropy
+
+    assert float(entropy(torch.zeros(4))) == pytest.approx(math.log(4))
+    # p = (1/2, 1/4, 1/4): H = 1/2 ln 2 + 2 * 1/4 ln 4 = 1.5 ln 2.
+    logits = torch.log(torch.tensor([0.5, 0.25, 0.25])) + 3.0  # a shift changes nothing
+    assert float(entropy(logits)) == pytest.approx(1.5 * math.log(2))
+    assert float(entropy(torch.tensor([0.0, -1e4]))) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_first_k_tokens_of_every_title():
     sep, eos = 99, 100
     answer = [1, 2, 3, 4, sep, 5, 6, sep, 7, 8, 9, 10, eos, 11]
@@ -201,6 +213,7 @@ def memorised_pair(tiny, tmp_path_factory):
                 "position": 1,
                 "target": "t",
                 "cold": False,
+                "held_out": False,
                 "messages": c,
             }
             for i, c in enumerate(convs)
@@ -264,7 +277,25 @@ def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path
     a = load_file(tmp_path / "true/adapter/adapter_model.safetensors")
     b = load_file(tmp_path / "scrambled/adapter/adapter_model.safetensors")
     assert all(torch.equal(a[key], b[key]) for key in a)
-    assert TITLES  # the prompts themselves are the same
+    # The labels differ, the prompts adapted on are the same.
+    assert data["messages"].to_list() != scrambled["messages"].to_list()
+    seen = [adaptation_prompts(frame, "warm", "test", 3) for frame in (data, scrambled)]
+    assert len(seen[0]) == 3 and seen[0] == seen[1]
+
+
+def test_first_n_prompts_read_nothing_of_the_label(tmp_path):
+    data = pl.read_parquet(instructions(tmp_path / "d.parquet", 6, split="test"))
+    cold = data.with_columns(cold=pl.Series([True, False, True, False, False, True]))
+    flipped = cold.with_columns(cold=~pl.col("cold"))
+    # The paper's choice: the hidden target's scenario picks the prompts.
+    assert adaptation_prompts(cold, "cold", "test", 2) != adaptation_prompts(
+        flipped, "cold", "test", 2
+    )
+    for scenario in ("warm", "cold"):
+        picked = [adaptation_prompts(f, scenario, "test", 2, "first_n") for f in (cold, flipped)]
+        assert picked[0] == picked[1] == adaptation_prompts(data, "warm", "test", 2, "first_n")
+    with pytest.raises(ValueError, match="prompt_choice"):
+        adaptation_prompts(data, "warm", "test", 2, "by_label")
 
 
 def test_tokens_per_step_splits_a_prompt_into_several_optimizer_steps(tiny, tokenizer, random_pair):

@@ -153,22 +153,21 @@ def test_memorises_answers_and_reloads_with_peft(tiny, tmp_path):
         assert text == TITLES[i]
 
 
-def test_domain_adapter_trains_on_train_and_warm_val_only(tiny, tmp_path):
+def test_an_adapter_trains_on_what_is_not_held_out(tiny, tmp_path):
+    val = pl.read_parquet(instructions(tmp_path / "b.parquet", 4, split="val"))
     rows = pl.concat(
         [
             pl.read_parquet(instructions(tmp_path / "a.parquet", 4, split="train")),
-            pl.read_parquet(instructions(tmp_path / "b.parquet", 4, split="val")).with_columns(
-                cold=pl.Series([True, False, False, False])
-            ),
+            # A cold target, a selection user's example, two trained-on validation examples.
+            val.with_columns(held_out=pl.Series([True, True, False, False])),
             pl.read_parquet(instructions(tmp_path / "c.parquet", 4, split="test")),
         ]
     )
     from molorec.train import training_rows
 
-    picked = training_rows(rows, "domain")
-    assert picked.height == 7 and "test" not in picked["split"].to_list()
-    assert not picked["cold"].any()
-    assert training_rows(rows, "general").height == rows.height
+    picked = training_rows(rows)
+    assert picked["split"].value_counts().sort("split").rows() == [("train", 4), ("val", 2)]
+    assert not picked["held_out"].any()
 
 
 # --- resume and data parallelism ----------------------------------------------------------

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
+import re
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 from conftest import run_workflow, sample_config
+from PIL import Image
 
 TARGETS = ["results/data/general/instructions.parquet"]
 
@@ -49,7 +53,8 @@ def test_examples_contract(sample_run):
         ex = pl.read_parquet(base / "examples.parquet")
         items = pl.read_parquet(base / "items.parquet")
         inter = pl.read_parquet(base / "interactions.parquet")
-        assert set(ex.columns) >= {"user", "split", "history", "target", "candidates", "cold"}
+        columns = {"user", "split", "target", "candidates", "cold", "held_out", "selection"}
+        assert set(ex.columns) >= columns
         assert ex["candidates"].list.len().unique().to_list() == [config["data"]["n_candidates"]]
         assert set(ex["target"]) <= set(items["item"])
         users = inter["user"].n_unique()
@@ -82,10 +87,30 @@ def test_general_set_pools_the_general_domains_only(sample_run):
     general = sorted(d for d, s in config["domains"].items() if s["role"] == "general")
     assert sorted(pooled["domain"].unique()) == general
     assert pooled["split"].unique().to_list() == ["val"]
-    total = sum(
-        pl.read_parquet(workdir / f"results/data/{d}/instructions.parquet").height for d in general
-    )
-    assert pooled.height == total
+    assert not pooled["held_out"].any()  # the selection users' examples stay out
+    sets = [pl.read_parquet(workdir / f"results/data/{d}/instructions.parquet") for d in general]
+    assert pooled.height == sum(s.filter(~pl.col("held_out")).height for s in sets)
+    assert sum(s["held_out"].sum() for s in sets) > 0
+
+
+def test_no_selection_example_reaches_an_adapter(sample_run):
+    """The selection set (held-out validation examples) against every adapter's training
+    rows: the pooled general set and each domain's rows (molorec.train.training_rows)."""
+    from molorec.train import training_rows
+
+    workdir, config = sample_run
+    data = workdir / "results/data"
+    trained = [pl.read_parquet(data / "general/instructions.parquet")]
+    targets = [d for d, s in config["domains"].items() if s["role"] == "target"]
+    trained += [training_rows(pl.read_parquet(data / f"{d}/instructions.parquet")) for d in targets]
+    trained_pairs = set(pl.concat(trained).select("user", "target").iter_rows())
+    for domain in targets:
+        examples = pl.read_parquet(data / f"{domain}/examples.parquet")
+        selection = examples.filter(pl.col("selection"))
+        summary = json.loads((data / f"{domain}/examples.json").read_text())
+        assert selection.height == summary["selection_examples"]
+        assert selection.filter(~pl.col("cold")).height > 0  # warm selection examples exist
+        assert not set(selection.select("user", "target").iter_rows()) & trained_pairs
 
 
 def digest_tree(root: Path) -> dict[str, str]:
@@ -242,9 +267,36 @@ def test_report(sample_run):
     runs = pl.read_csv(report / "fusion_runs.csv")
     assert runs.height == len(list((workdir / "results/fusion").glob("*/*/lr*")))
     assert {"scored_tokens", "collapsed_share", "flag"} <= set(runs.columns)
-    assert any(p.startswith("weights_") for p in plots)
-    proc = run_workflow(
-        workdir, yaml.safe_load((workdir / "config.yaml").read_text()), "--report", "report.html"
-    )
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    targets = [d for d, spec in config["domains"].items() if spec["role"] == "target"]
+    variants = ["base", "general", "domain", "uniform", "molorec", *config["evaluate"]["baselines"]]
+    assert set(table["variant"]) == set(variants)
+    # Each plot shows what it should: the panels it was drawn with, from the PNG's text.
+    panels = {
+        p.name: json.loads(Image.open(p).text["Description"])
+        for p in (report / "plots").glob("*.png")
+    }
+    assert set(panels["training_loss.png"]["series"]) == {"general", *targets}
+    fusion_runs = {"/".join(p.parts[-3:]) for p in (workdir / "results/fusion").glob("*/*/lr*")}
+    for name in ("fusion_trajectories.png", "fusion_weight_entropy.png"):
+        assert set(panels[name]["series"]) == fusion_runs
+    for domain in targets:
+        for scenario in ("warm", "cold"):
+            heatmap = panels[f"weights_{domain}_{scenario}.png"]
+            assert heatmap["modules"] and len(heatmap["layers"]) == 2  # tiny-qwen2's 2 blocks
+    proc = run_workflow(workdir, config, "--report", "report.html")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (workdir / "report.html").stat().st_size > 10_000
+    # The HTML embeds the result files (base64): the metrics table names every domain,
+    # scenario and variant, and so does the summary.
+    embedded = {
+        m[1]: base64.b64decode(m[2]).decode()
+        for m in re.finditer(
+            r"data:text/[a-z]+;charset=utf8;filename=([\w.]+);base64,([A-Za-z0-9+/=]+)",
+            (workdir / "report.html").read_text(),
+        )
+    }
+    rows = pl.read_csv(io.StringIO(embedded["metrics.csv"]))
+    assert set(rows.select("domain", "scenario", "variant").iter_rows()) == {
+        (d, sc, v) for d in targets for sc in ("warm", "cold") for v in variants
+    }
+    assert all(f"| {v} |" in embedded["summary.md"] for v in variants)

@@ -209,6 +209,7 @@ def example_settings(config: dict, domain: str) -> ExampleSettings:
         max_history=data["max_history"],
         domain_train_samples=data["domain_train_samples"],
         cold_item_fraction=data["cold_item_fraction"],
+        selection_fraction=data["selection_fraction"],
     )
 
 

@@ -538,17 +538,29 @@ def write_outputs(
 # --- the stage ----------------------------------------------------------------------------
 
 
-def adaptation_prompts(instructions, scenario: str, adapt_on: str, n: int) -> list[list[dict]]:
-    """The first n prompts of the scenario's split, without their answers: the assistant
-    turn (the label) is dropped here and never reaches the objective."""
+PROMPT_CHOICES = ("target_scenario", "first_n")
+
+
+def adaptation_prompts(
+    instructions, scenario: str, adapt_on: str, n: int, choice: str = "target_scenario"
+) -> list[list[dict]]:
+    """The first n prompts of the split, without their answers: the assistant turn (the
+    label) is dropped here and never reaches the objective.
+
+    ``target_scenario`` (the paper's protocol) takes the prompts whose target is warm (cold)
+    for the warm (cold) scenario: whether a target is cold is a property of the label, so
+    that reads one bit of it per prompt. ``first_n`` reads nothing of the label: the first n
+    prompts of the split whatever their target, the same for both scenarios."""
     import polars as pl
 
-    rows = instructions.filter(
-        (pl.col("split") == adapt_on) & (pl.col("cold") == (scenario == "cold"))
-    ).head(n)
+    if choice not in PROMPT_CHOICES:
+        raise ValueError(f"fusion.prompt_choice {choice!r}: expected one of {PROMPT_CHOICES}")
+    rows = instructions.filter(pl.col("split") == adapt_on)
+    if choice == "target_scenario":
+        rows = rows.filter(pl.col("cold") == (scenario == "cold"))
     return [
         [turn for turn in messages if turn["role"] != "assistant"]
-        for messages in rows["messages"].to_list()
+        for messages in rows.head(n)["messages"].to_list()
     ]
 
 
@@ -581,12 +593,15 @@ def run(
     settings: FusionSettings,
     out_dir: str | Path,
     progress: bool = False,
+    prompt_choice: str = "target_scenario",
 ) -> dict:
     """Adapt the mixing weights of ``adapters`` on a scenario's prompts and write the result."""
     import polars as pl
 
     mixture, tokenizer = load_mixture(base, adapters, settings)
-    prompts = adaptation_prompts(pl.read_parquet(instructions), scenario, adapt_on, n_prompts)
+    prompts = adaptation_prompts(
+        pl.read_parquet(instructions), scenario, adapt_on, n_prompts, prompt_choice
+    )
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
     trajectory = adapt(mixture, tokenizer, prompts, settings, progress)
@@ -606,6 +621,7 @@ def run(
         "adapters": adapters,  # the order of every weight list
         "scenario": scenario,
         "adapt_on": adapt_on,
+        "prompt_choice": prompt_choice,
         "prompts": len(prompts),
         "scored_tokens": scored,
         "learned": scored > 0,

@@ -101,14 +101,11 @@ def encode(tokenizer, conversations: list[list[dict]], max_length: int) -> tuple
     return out, cut
 
 
-def training_rows(instructions: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """What an adapter trains on: the pooled general set as is; for a domain its train
-    examples and its validation examples with a warm target (as the paper)."""
-    if kind == "general":
-        return instructions
-    return instructions.filter(
-        (pl.col("split") == "train") | ((pl.col("split") == "val") & ~pl.col("cold"))
-    )
+def training_rows(instructions: pl.DataFrame) -> pl.DataFrame:
+    """What an adapter trains on: every example not held out (molorec.data.examples): for a
+    domain its train examples and the validation examples with a warm target, outside the
+    selection users; the pooled general set has no held-out rows left."""
+    return instructions.filter(~pl.col("held_out"))
 
 
 # --- the step plan ----------------------------------------------------------------------
@@ -332,7 +329,7 @@ def train(
     model = get_peft_model(model, lora_config(s))
     model.train()
 
-    rows = pl.concat([training_rows(pl.read_parquet(p), kind) for p in data_files])
+    rows = pl.concat([training_rows(pl.read_parquet(p)) for p in data_files])
     examples, cut = encode(tokenizer, rows["messages"].to_list(), s.max_length)
     if cut:
         log.warning("%d of %d prompts cut to max_length=%d", cut, len(examples), s.max_length)

@@ -53,5 +53,6 @@ with log_to(snakemake.log[0]) as log:
             s["batch_size"],
             s["normalised_match"],
         )
-    metrics = write_evaluation(predictions, Path(snakemake.output.metrics).parent, s["seed"])
+    out = Path(snakemake.output.metrics).parent
+    metrics = write_evaluation(predictions, out, s["seed"], s["bootstrap"])
     log.info("%d examples: %s", metrics["n"], {k: metrics[k] for k in ("HR@1", "NDCG@3")})

@@ -20,5 +20,6 @@ with log_to(snakemake.log[0]) as log:
         settings,
         snakemake.output[0],
         progress=True,
+        prompt_choice=snakemake.params.prompt_choice,
     )
     log.info("adapted on %d %s prompts", summary["prompts"], summary["adapt_on"])

@@ -1,4 +1,5 @@
-"""Rule select_molorec: the fused adapter whose learning rate is best on validation."""
+"""Rule select_molorec: the fused adapter whose learning rate is best on the selection set
+(the validation examples no adapter trained on)."""
 
 import json
 import shutil
@@ -17,4 +18,6 @@ with log_to(snakemake.log[0]) as log:
     metrics = dict(test[selection["selected_lr"]], selected_lr=selection["selected_lr"])
     write_json(metrics, snakemake.output.metrics)
     write_json(selection, snakemake.output.selection)
-    log.info("selected lr %s on validation: %s", selection["selected_lr"], json.dumps(selection))
+    log.info(
+        "selected lr %s on the selection set: %s", selection["selected_lr"], json.dumps(selection)
+    )

@@ -6,9 +6,17 @@ example (its negatives, their order, the noise titles of its answer, whether a t
 example is sampled) is seeded from (seed, domain, user, split, position) only, so adding
 users or domains never changes another example.
 
-Cold start (target domains): a seeded fraction of items is cold. Cold items never appear
-in an example the adapters train on (train examples and warm validation examples, history,
-target and candidates alike); val/test examples whose target is cold are flagged.
+Cold start (target domains): each item is cold with probability ``cold_item_fraction``,
+drawn from its own seeded hash, so adding items never changes another item. Cold items
+never appear in an example the adapters train on (history, target and candidates alike);
+val/test examples whose target is cold are flagged.
+
+Held out: an example no adapter trains on. Test examples; validation examples with a cold
+target; and the validation examples of the selection users, a seeded
+``selection_fraction`` of users (drawn from the user id alone, so a user is a selection user
+in every domain). The selection users' validation examples are the selection set, on which
+the fusion learning rate is chosen: a cold validation example of another user is not, since
+a dump listed as both a general and a target domain pools it into the general set.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ import polars as pl
 import pyarrow as pa
 
 SPLIT_ORDER = ("train", "val", "test")
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class ExampleSettings:
     max_history: int = 50
     domain_train_samples: int = 30000
     cold_item_fraction: float = 0.1
+    selection_fraction: float = 0.1
 
 
 def stable_hash(*parts: object) -> int:
@@ -49,15 +57,26 @@ def example_rng(s: ExampleSettings, user: str, split: str, position: int) -> np.
     )
 
 
+def unit_hash(*parts: object) -> float:
+    """stable_hash as a number in [0, 1): a seeded draw that belongs to one key."""
+    return stable_hash(*parts) / 2.0**64
+
+
 def cold_items(items: list[str], s: ExampleSettings) -> np.ndarray:
-    """Boolean mask: the seeded ``cold_item_fraction`` of items, ranked by a per-item hash."""
-    mask = np.zeros(len(items), dtype=bool)
+    """Boolean mask: each item is cold with probability ``cold_item_fraction``, by its own
+    seeded draw. The adapters and the baselines both learn from the other items only."""
     if s.role != "target" or s.cold_item_fraction <= 0:
-        return mask
-    keys = np.array([stable_hash(s.seed, s.domain, "cold", it) for it in items], dtype=np.uint64)
-    n_cold = int(round(s.cold_item_fraction * len(items)))
-    mask[np.argsort(keys, kind="stable")[:n_cold]] = True
-    return mask
+        return np.zeros(len(items), dtype=bool)
+    return np.array(
+        [unit_hash(s.seed, s.domain, "cold", it) < s.cold_item_fraction for it in items], dtype=bool
+    )
+
+
+def selection_users(users: list[str], s: ExampleSettings) -> np.ndarray:
+    """Boolean mask: the users whose validation examples form the selection set."""
+    return np.array(
+        [unit_hash(s.seed, "selection", u) < s.selection_fraction for u in users], dtype=bool
+    )
 
 
 def _train_positions(
@@ -127,13 +146,15 @@ class _Columns:
     positions: list
     targets: list
     colds: list
+    held_out: list
+    selection: list
     history: list
     candidates: list
     answer: list
 
     @classmethod
     def empty(cls) -> _Columns:
-        return cls([], [], [], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [], [], [], [])
 
 
 def build_examples(
@@ -161,8 +182,9 @@ def build_examples(
 
     need = s.n_candidates - 1
     cold_list = cold.tolist()
+    selection = selection_users(users, s).tolist()
     out = _Columns.empty()
-    counts = {"users_too_short": 0, "val_cold": 0, "test_cold": 0}
+    counts = {"users_too_short": 0, "val_cold": 0, "test_cold": 0, "selection": 0}
     for u, user in enumerate(users):
         seq = codes[offsets[u] : offsets[u + 1]]
         n = len(seq)
@@ -175,7 +197,8 @@ def build_examples(
         for split, p in plan:
             target = int(seq[p])
             is_cold = bool(cold[target])
-            trained_on = split == "train" or (split == "val" and not is_cold)
+            held_out = split == "test" or (split == "val" and (is_cold or selection[u]))
+            trained_on = not held_out
             history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
             history = history[-s.max_history :]
             rng = example_rng(s, user, split, p)
@@ -203,11 +226,15 @@ def build_examples(
             else:
                 answer = [target]
             counts[f"{split}_cold"] = counts.get(f"{split}_cold", 0) + is_cold
+            in_selection = split == "val" and selection[u]
+            counts["selection"] += in_selection
             out.users.append(user)
             out.splits.append(split)
             out.positions.append(p)
             out.targets.append(target)
             out.colds.append(is_cold)
+            out.held_out.append(held_out)
+            out.selection.append(in_selection)
             out.history.append(history)
             out.candidates.append(cands)
             out.answer.append(answer)
@@ -224,6 +251,8 @@ def build_examples(
                 "candidates": _id_lists(out.candidates, ids),
                 "answer": _id_lists(out.answer, ids),
                 "cold": pa.array(out.colds, type=pa.bool_()),
+                "held_out": pa.array(out.held_out, type=pa.bool_()),
+                "selection": pa.array(out.selection, type=pa.bool_()),
             }
         )
     )
@@ -239,6 +268,9 @@ def build_examples(
         },
         "dropped": {"users_too_short": counts["users_too_short"]},
         "cold_examples": {"val": counts["val_cold"], "test": counts["test_cold"]},
+        # The selection users' validation examples: the set the fusion learning rate is
+        # chosen on, which no adapter trains on.
+        "selection_examples": counts["selection"],
     }
     return examples, summary
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from molorec.data.titles import SEPARATOR
@@ -84,6 +85,7 @@ def build_instructions(
         "position",
         "target",
         "cold",
+        "held_out",
         to_titles("history").alias("history"),
         to_titles("candidates").alias("candidates"),
         to_titles("answer").alias("answer"),
@@ -94,6 +96,7 @@ def build_instructions(
         "position",
         "target",
         "cold",
+        "held_out",
         messages_expr(prompt, data["answer_size"], data["n_candidates"]),
     )
 
@@ -122,13 +125,16 @@ def write_instructions(
     return rows
 
 
-def pool_instructions(paths: list[str | Path], out_path: str | Path) -> int:
-    """Concatenate instruction sets (the general domains) into one file, in the given order."""
-    rows = 0
+def pool_instructions(paths: list[str | Path], out_path: str | Path) -> tuple[int, int]:
+    """Concatenate the general domains' instruction sets into one file, in the given order,
+    without the held-out rows (the selection users'). Returns (rows kept, rows held out)."""
+    rows = held_out = 0
     schema = pq.read_schema(paths[0])
     with parquet_sink(out_path, schema) as writer:
         for path in paths:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    return rows
+                kept = batch.filter(pc.invert(batch.column("held_out")))
+                writer.write_batch(kept)
+                rows += kept.num_rows
+                held_out += batch.num_rows - kept.num_rows
+    return rows, held_out
