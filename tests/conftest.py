@@ -111,7 +111,10 @@ def one_target_config() -> dict:
         "lr_grid": {"warm": [2.0], "cold": [0.05]},
     }
     config["evaluate"] |= {"max_examples": 8, "baselines": ["pop"]}
+    # 6 steps per adapter, set once for both kinds (the sample's per-kind values go).
     config["train"]["max_steps"] = 6
+    for kind in ("general", "domain"):
+        config["train"][kind].pop("max_steps", None)
     return config
 
 

@@ -15,6 +15,8 @@ import yaml
 from conftest import run_workflow, sample_config
 from PIL import Image
 
+from molorec.config import check_config
+
 TARGETS = ["results/data/general/instructions.parquet"]
 
 
@@ -268,6 +270,7 @@ def test_report(sample_run):
     assert runs.height == len(list((workdir / "results/fusion").glob("*/*/lr*")))
     assert {"scored_tokens", "collapsed_share", "flag"} <= set(runs.columns)
     config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config = check_config(config, base_dir=workdir)  # the defaults, baselines among them
     targets = [d for d, spec in config["domains"].items() if spec["role"] == "target"]
     variants = ["base", "general", "domain", "uniform", "molorec", *config["evaluate"]["baselines"]]
     assert set(table["variant"]) == set(variants)
