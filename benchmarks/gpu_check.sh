@@ -43,5 +43,6 @@ for log in sorted((work / "results/adapters").glob("*/train_log.csv")):
           f"peak {t['peak_mem_mb'].max():.0f} MB")
 PY
 
-# 2. vLLM against HF generate on the same prompts: the beauty domain adapter, warm test.
-python "$repo/benchmarks/vllm_check.py" --workdir "$work" --domain beauty --variant domain
+# 2. vLLM against HF generate on the same prompts: every variant of beauty's warm test set
+#    (fused adapters included) from one engine, as LoRA requests.
+python "$repo/benchmarks/vllm_check.py" --workdir "$work" --domain beauty

@@ -155,6 +155,22 @@ def fusion_settings(wildcards):
     }
 
 
+GROUP_FUSION = config["fusion"]["group_lrs"]
+
+
+def fusion_dirs(domain, scenario):
+    return [
+        f"results/fusion/{domain}/{scenario}/lr{lr_label(lr)}"
+        for lr in config["fusion"]["lr_grid"][scenario]
+    ]
+
+
+def fusion_lr_dirs(domain, scenario):
+    """[lr, output folder] of every lr of a scenario's grid."""
+    lrs = config["fusion"]["lr_grid"][scenario]
+    return [[lr, d] for lr, d in zip(lrs, fusion_dirs(domain, scenario), strict=True)]
+
+
 def fusion_outputs():
     outputs = []
     for domain in TARGET_DOMAINS:
@@ -176,30 +192,73 @@ VARIANTS = ["base", "general", "domain", "uniform", "molorec"]
 
 
 def eval_settings(wildcards):
-    return {"seed": config["seed"]} | config["evaluate"]
+    """What an evaluation computes; not group_variants, which only shapes the jobs."""
+    evaluate = {k: v for k, v in config["evaluate"].items() if k != "group_variants"}
+    return {"seed": config["seed"]} | evaluate
 
 
-def llm_eval_inputs(wildcards):
-    """Examples, prompts and titles of the domain, and the variant's adapter (if any)."""
-    data = f"results/data/{wildcards.domain}"
-    inputs = {
+# The LLM variants with a fixed adapter (or none), evaluated on test; the fused adapter of
+# every lr of a scenario is evaluated on the selection set (val) and test besides.
+FIXED_VARIANTS = ["base", "general", "domain", "uniform"]
+GROUP_EVAL = config["evaluate"]["group_variants"]
+
+
+def scenario_variants(scenario, split):
+    lrs = [f"lr{lr_label(lr)}" for lr in config["fusion"]["lr_grid"][scenario]]
+    return (FIXED_VARIANTS if split == "test" else []) + lrs
+
+
+def eval_folder(domain, scenario, split, variant):
+    if variant.startswith("lr"):
+        return f"results/eval/{domain}/{scenario}/{variant}/{split}"
+    return f"results/eval/{domain}/{scenario}/{variant}"
+
+
+def variant_adapter(domain, scenario, variant):
+    """The adapter folder a variant evaluates with; None for the base model."""
+    if variant == "general":
+        return GENERAL_ADAPTER
+    if variant == "domain":
+        return f"results/adapters/{domain}"
+    if variant == "uniform":
+        return f"results/fusion/{domain}/uniform"
+    if variant.startswith("lr"):
+        return f"results/fusion/{domain}/{scenario}/{variant}"
+    return None
+
+
+def eval_jobs(domain, scenario, split, variants):
+    """[variant, adapter or None, output folder] of every variant one job evaluates."""
+    return [
+        [
+            v,
+            variant_adapter(domain, scenario, v),
+            eval_folder(domain, scenario, split, v),
+        ]
+        for v in variants
+    ]
+
+
+def eval_inputs(domain, scenario, split, variants):
+    """Examples, prompts and titles of the domain, the base model and the variants' adapters."""
+    data = f"results/data/{domain}"
+    adapters = [variant_adapter(domain, scenario, v) for v in variants]
+    return {
         "examples": f"{data}/examples.parquet",
         "instructions": f"{data}/instructions.parquet",
         "catalog": f"{data}/items.parquet",
-        "base": base_model_input(wildcards),
+        "base": base_model_input(None),
+        "adapters": [a for a in adapters if a is not None],
     }
-    variant = wildcards.get("variant")
-    if variant == "general":
-        inputs["adapter"] = GENERAL_ADAPTER
-    elif variant == "domain":
-        inputs["adapter"] = f"results/adapters/{wildcards.domain}"
-    elif variant == "uniform":
-        inputs["adapter"] = f"results/fusion/{wildcards.domain}/uniform"
-    elif "lr" in wildcards.keys():
-        inputs["adapter"] = (
-            f"results/fusion/{wildcards.domain}/{wildcards.scenario}/lr{wildcards.lr}"
-        )
-    return inputs
+
+
+def eval_outputs_of(scenario, split):
+    """The output files of one scenario's grouped evaluation job, {domain} left open."""
+    return [
+        f"{eval_folder('{domain}', scenario, split, v)}/{name}"
+        for v in scenario_variants(scenario, split)
+        for name in ("predictions.parquet", "metrics.json")
+    ]
 
 
 def lr_outputs(wildcards, split, name):

@@ -1,59 +1,104 @@
 # Evaluation stage: every variant on the same candidates, selection on validation, report.
 
 
-rule evaluate_llm:
-    input:
-        unpack(llm_eval_inputs),
-    output:
-        predictions="results/eval/{domain}/{scenario}/{variant}/predictions.parquet",
-        metrics="results/eval/{domain}/{scenario}/{variant}/metrics.json",
-    log:
-        "logs/eval/{domain}/{scenario}/{variant}.log",
-    benchmark:
-        "results/benchmarks/eval/{domain}/{scenario}/{variant}.tsv"
-    wildcard_constraints:
-        domain="|".join(TARGET_DOMAINS) or "^$",
-        scenario="warm|cold",
-        variant="base|general|domain|uniform",
-    conda:
-        "../envs/molorec.yaml"
-    threads: stage_resource("evaluate", "threads")
-    resources:
-        **stage_resources("evaluate"),
-    params:
-        base=BASE_MODEL,
-        split="test",
-        settings=eval_settings,
-    script:
-        "../workflow/scripts/evaluate_llm.py"
+if GROUP_EVAL:
+    # One job, and one load of the base model, per (domain, scenario, split): every LLM
+    # variant of it in turn (README: Evaluation jobs).
+    for _scenario in SCENARIOS:
+        for _split in ("test", "val"):
 
+            rule:
+                name:
+                    f"evaluate_{_scenario}_{_split}"
+                input:
+                    unpack(
+                        lambda w, sc=_scenario, sp=_split: eval_inputs(
+                            w.domain, sc, sp, scenario_variants(sc, sp)
+                        )
+                    ),
+                output:
+                    eval_outputs_of(_scenario, _split),
+                log:
+                    f"logs/eval/{{domain}}/{_scenario}/{_split}.log",
+                benchmark:
+                    f"results/benchmarks/eval/{{domain}}/{_scenario}/{_split}.tsv"
+                wildcard_constraints:
+                    domain="|".join(TARGET_DOMAINS) or "^$",
+                conda:
+                    "../envs/molorec.yaml"
+                threads: stage_resource("evaluate", "threads")
+                resources:
+                    **stage_resources("evaluate"),
+                params:
+                    base=BASE_MODEL,
+                    scenario=_scenario,
+                    split=_split,
+                    settings=eval_settings,
+                    jobs=lambda w, sc=_scenario, sp=_split: eval_jobs(
+                        w.domain, sc, sp, scenario_variants(sc, sp)
+                    ),
+                script:
+                    "../workflow/scripts/evaluate_llm.py"
 
-rule evaluate_fused:
-    input:
-        unpack(llm_eval_inputs),
-    output:
-        predictions="results/eval/{domain}/{scenario}/lr{lr}/{split}/predictions.parquet",
-        metrics="results/eval/{domain}/{scenario}/lr{lr}/{split}/metrics.json",
-    log:
-        "logs/eval/{domain}/{scenario}/lr{lr}/{split}.log",
-    benchmark:
-        "results/benchmarks/eval/{domain}/{scenario}/lr{lr}/{split}.tsv"
-    wildcard_constraints:
-        domain="|".join(TARGET_DOMAINS) or "^$",
-        scenario="warm|cold",
-        lr="[0-9.e+-]+",
-        split="val|test",
-    conda:
-        "../envs/molorec.yaml"
-    threads: stage_resource("evaluate", "threads")
-    resources:
-        **stage_resources("evaluate"),
-    params:
-        base=BASE_MODEL,
-        split=lambda wildcards: wildcards.split,
-        settings=eval_settings,
-    script:
-        "../workflow/scripts/evaluate_llm.py"
+else:
+    # One job per variant: more jobs to spread over GPUs, one model load each.
+
+    rule evaluate_llm:
+        input:
+            unpack(lambda w: eval_inputs(w.domain, w.scenario, "test", [w.variant])),
+        output:
+            predictions="results/eval/{domain}/{scenario}/{variant}/predictions.parquet",
+            metrics="results/eval/{domain}/{scenario}/{variant}/metrics.json",
+        log:
+            "logs/eval/{domain}/{scenario}/{variant}.log",
+        benchmark:
+            "results/benchmarks/eval/{domain}/{scenario}/{variant}.tsv"
+        wildcard_constraints:
+            domain="|".join(TARGET_DOMAINS) or "^$",
+            scenario="warm|cold",
+            variant="base|general|domain|uniform",
+        conda:
+            "../envs/molorec.yaml"
+        threads: stage_resource("evaluate", "threads")
+        resources:
+            **stage_resources("evaluate"),
+        params:
+            base=BASE_MODEL,
+            scenario=lambda w: w.scenario,
+            split="test",
+            settings=eval_settings,
+            jobs=lambda w: eval_jobs(w.domain, w.scenario, "test", [w.variant]),
+        script:
+            "../workflow/scripts/evaluate_llm.py"
+
+    rule evaluate_fused:
+        input:
+            unpack(lambda w: eval_inputs(w.domain, w.scenario, w.split, [f"lr{w.lr}"])),
+        output:
+            predictions="results/eval/{domain}/{scenario}/lr{lr}/{split}/predictions.parquet",
+            metrics="results/eval/{domain}/{scenario}/lr{lr}/{split}/metrics.json",
+        log:
+            "logs/eval/{domain}/{scenario}/lr{lr}/{split}.log",
+        benchmark:
+            "results/benchmarks/eval/{domain}/{scenario}/lr{lr}/{split}.tsv"
+        wildcard_constraints:
+            domain="|".join(TARGET_DOMAINS) or "^$",
+            scenario="warm|cold",
+            lr="[0-9.e+-]+",
+            split="val|test",
+        conda:
+            "../envs/molorec.yaml"
+        threads: stage_resource("evaluate", "threads")
+        resources:
+            **stage_resources("evaluate"),
+        params:
+            base=BASE_MODEL,
+            scenario=lambda w: w.scenario,
+            split=lambda w: w.split,
+            settings=eval_settings,
+            jobs=lambda w: eval_jobs(w.domain, w.scenario, w.split, [f"lr{w.lr}"]),
+        script:
+            "../workflow/scripts/evaluate_llm.py"
 
 
 rule select_molorec:

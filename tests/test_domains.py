@@ -14,6 +14,11 @@ import pytest
 import yaml
 from conftest import REPO, one_target_config, run_workflow, tree_bytes
 
+# One job per (domain, scenario) for fusion and per (domain, scenario, split) for the LLM
+# evaluations (fusion.group_lrs, evaluate.group_variants: the default).
+FUSION_RULES = {"fuse_warm", "fuse_cold"}
+LLM_EVAL_RULES = {f"evaluate_{sc}_{sp}" for sc in ("warm", "cold") for sp in ("test", "val")}
+
 
 def general_jobs(jobs, config) -> set[tuple[str, str]]:
     """Jobs that build the general adapter: its domains' data, the pooled set, the training."""
@@ -91,10 +96,9 @@ def test_adding_a_target_domain_runs_only_its_branch(one_target_run):
         "ingest_domain",
         "build_instructions",
         "train_domain_adapter",
-        "fuse_adapters",
         "uniform_adapter",
-        "evaluate_llm",
-        "evaluate_fused",
+        *FUSION_RULES,
+        *LLM_EVAL_RULES,
         "select_molorec",
         "evaluate_baseline",
     }
@@ -142,7 +146,7 @@ def test_a_config_rewritten_by_a_program_plans_only_what_changed(one_target_run)
         ("report", ""),
         ("all", ""),
     }
-    assert {"ingest_domain", "train_domain_adapter", "evaluate_llm"} <= rules_of(
+    assert {"ingest_domain", "train_domain_adapter", "evaluate_warm_test"} <= rules_of(
         jobs, "beauty_copy"
     )
 
@@ -197,7 +201,7 @@ def test_general_settings_rerun_the_general_adapter_and_everything_downstream(on
     workdir = one_target_run[0]
     config = current_config(workdir)
     targets = [d for d, spec in config["domains"].items() if spec["role"] == "target"]
-    downstream = {"fuse_adapters", "uniform_adapter", "evaluate_llm", "evaluate_fused"}
+    downstream = {"uniform_adapter", *FUSION_RULES, *LLM_EVAL_RULES}
 
     changed = copy.deepcopy(config)
     changed["train"]["general"]["epochs"] = 1
@@ -207,9 +211,6 @@ def test_general_settings_rerun_the_general_adapter_and_everything_downstream(on
     for domain in targets:
         assert downstream | {"select_molorec"} <= rules_of(jobs, domain)
         assert "train_domain_adapter" not in rules_of(jobs, domain)
-        variants = {w for rule, w in jobs if rule == "evaluate_llm" and f"domain={domain}" in w}
-        # The base model and the domain adapter alone do not involve the general adapter.
-        assert {re.search(r"variant=(\w+)", w).group(1) for w in variants} == {"general", "uniform"}
 
     changed = copy.deepcopy(config)
     changed["domains"]["video_games"] = sample_domain(
@@ -243,3 +244,44 @@ def test_a_general_adapter_built_elsewhere_replaces_training(one_target_run, tmp
     produced = tree_bytes(run / "results")
     assert {f"eval/beauty/warm/{v}/metrics.json" for v in ("general", "molorec")} <= set(produced)
     assert produced == {k: metrics[k] for k in produced}
+
+
+def test_one_job_per_scenario_gives_the_files_of_one_job_per_variant(one_target_run, tmp_path):
+    """fusion.group_lrs and evaluate.group_variants (one model load per scenario, the
+    default) against one job per lr and per variant: the same files, byte for byte."""
+    workdir, config, _, _ = one_target_run
+    apart = copy.deepcopy(config)
+    apart["fusion"]["group_lrs"] = False
+    apart["evaluate"]["group_variants"] = False
+    jobs = planned_jobs(tmp_path, apart)
+    assert {"fuse_adapters", "evaluate_llm", "evaluate_fused"} <= rules_of(jobs)
+    assert not rules_of(jobs) & (FUSION_RULES | LLM_EVAL_RULES)
+    proc = run_workflow(tmp_path, apart)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    patterns = [
+        "eval/beauty/**/predictions.parquet",
+        "eval/beauty/**/metrics.json",
+        "eval/beauty/**/selection.json",
+        "fusion/beauty/**/fusion_weights.json",
+        "fusion/beauty/**/trajectory.csv",
+        "fusion/beauty/**/adapter_model.safetensors",
+    ]
+    grouped = tree_bytes(workdir / "results", patterns)
+    assert len(grouped) > 20
+    assert tree_bytes(tmp_path / "results", patterns) == grouped
+
+
+def test_a_new_warm_lr_reruns_the_warm_scenario_only(one_target_run):
+    workdir = one_target_run[0]
+    changed = current_config(workdir)
+    changed["fusion"]["lr_grid"]["warm"] = [*changed["fusion"]["lr_grid"]["warm"], 0.5]
+    jobs = planned_jobs(workdir, changed)
+    assert {rule for rule, _ in jobs} == {
+        "fuse_warm",
+        "evaluate_warm_test",
+        "evaluate_warm_val",
+        "select_molorec",
+        "report",
+        "all",
+    }
+    assert all("scenario=cold" not in w for _, w in jobs)

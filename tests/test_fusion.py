@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -372,3 +373,80 @@ def test_a_run_that_scores_nothing_warns_or_fails(tiny, random_pair, tmp_path, m
     s.require_signal = True
     with pytest.raises(RuntimeError, match="fusion.require_signal"):
         run(tiny, random_pair, data, "warm", "test", 2, s, tmp_path / "failed")
+
+
+# --- one model load for many runs (README: Evaluation jobs) --------------------------------
+
+
+def test_every_lr_from_one_load_equals_a_load_per_lr(tiny, random_pair, tmp_path):
+    from molorec.fusion import run_lrs
+
+    instructions(tmp_path / "d.parquet", 4, split="test")
+    s = FusionSettings(steps=1, k=2, max_new_tokens=8)
+    lrs = {0.5: tmp_path / "grouped/lr0.5", 2.0: tmp_path / "grouped/lr2"}
+    run_lrs(tiny, random_pair, str(tmp_path / "d.parquet"), "warm", "test", 3, lrs, s)
+    for lr, folder in lrs.items():
+        alone = tmp_path / f"alone/lr{lr:g}"
+        run(
+            tiny,
+            random_pair,
+            str(tmp_path / "d.parquet"),
+            "warm",
+            "test",
+            3,
+            replace(s, lr=lr),
+            alone,
+        )
+        for name in (
+            "fusion_weights.json",
+            "trajectory.csv",
+            "fusion_info.json",
+            "adapter/adapter_model.safetensors",
+        ):
+            assert (folder / name).read_bytes() == (alone / name).read_bytes(), (lr, name)
+    # The two lrs did learn different weights: the second did not start from the first's.
+    assert (lrs[0.5] / "fusion_weights.json").read_bytes() != (
+        lrs[2.0] / "fusion_weights.json"
+    ).read_bytes()
+
+
+@pytest.mark.parametrize("backend", ["rank", "generate"])
+def test_every_variant_from_one_load_equals_a_load_per_variant(
+    tiny, random_pair, tmp_path, backend
+):
+    from molorec.evaluate import predict_variants
+
+    data = pl.read_parquet(instructions(tmp_path / "d.parquet", 3, split="test"))
+    titles = {f"I{i}": t for i, t in enumerate(TITLES)}
+    rows = data.with_columns(
+        candidates=pl.lit([f"I{i}" for i in range(len(TITLES))]), target=pl.lit("I0")
+    )
+    s = {"backend": backend, "max_new_tokens": 12, "batch_size": 2, "normalised_match": False}
+    adapters = {"base": None, "a": random_pair[0], "b": random_pair[1], "base again": None}
+    grouped = dict(predict_variants(tiny, adapters, rows, titles, s))
+    assert list(grouped) == list(adapters)
+    for variant, adapter in adapters.items():
+        alone = dict(predict_variants(tiny, {variant: adapter}, rows, titles, s))[variant]
+        assert grouped[variant].equals(alone), variant
+    assert grouped["base"].equals(grouped["base again"])  # the base weights came back exactly
+    if backend == "rank":  # the adapters do change the model
+        assert not grouped["a"].equals(grouped["base"])
+
+
+def test_vllm_requests_give_every_adapter_its_own_name_and_id(random_pair, tmp_path):
+    from molorec.evaluate import lora_requests
+
+    fused = tmp_path / "fusion/lr1"
+    (fused / "adapter").mkdir(parents=True)
+    adapters = {
+        "base": None,
+        "general": random_pair[0],
+        "domain": random_pair[1],
+        "lr1": str(fused),
+    }
+    requests = lora_requests(adapters)
+    assert requests["base"] is None
+    loras = [r for r in requests.values() if r]
+    assert len({r[0] for r in loras}) == len({r[1] for r in loras}) == 3
+    assert all(r[1] >= 1 for r in loras)  # vLLM reserves id 0
+    assert requests["lr1"][2] == str(fused / "adapter")  # a fusion folder's PEFT adapter

@@ -22,9 +22,12 @@ GPU_RULES = {
     "train_general_adapter",
     "train_domain_adapter",
     "fuse_adapters",
+    "fuse_warm",
+    "fuse_cold",
     "uniform_adapter",
     "evaluate_llm",
     "evaluate_fused",
+    *(f"evaluate_{sc}_{sp}" for sc in ("warm", "cold") for sp in ("test", "val")),
 }
 
 
@@ -180,7 +183,12 @@ def test_paper_config_plans_on_the_cluster_profile(tmp_path):
     counts = planned_counts(out)
     assert counts["ingest_domain"] == 8 + 3
     assert counts["train_general_adapter"] == 1 and counts["train_domain_adapter"] == 3
-    assert counts["fuse_adapters"] == 3 * (6 + 5)  # per target: the warm and cold lr grids
+    # Per target: one fusion job per scenario (its whole lr grid), one LLM evaluation job
+    # per scenario and split (every variant).
+    assert counts["fuse_warm"] == counts["fuse_cold"] == 3
+    assert all(
+        counts[f"evaluate_{sc}_{sp}"] == 3 for sc in ("warm", "cold") for sp in ("test", "val")
+    )
     general = out.split("rule train_general_adapter:", 1)[1].split("\n\n", 1)[0]
     assert re.search(r"resources: .*\bgpu=1\b.*\bcpus_per_gpu=8\b", general)
     assert "python -m molorec.train" in general

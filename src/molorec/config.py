@@ -51,8 +51,11 @@ def _apply_defaults(node: dict, schema: dict) -> None:
                 _apply_defaults(value, extra)
 
 
-def check_config(config: dict, base_dir: str | Path = ".", schema: dict | None = None) -> dict:
-    """Validate ``config`` and fill defaults in place; raise ConfigError naming what is wrong."""
+def check_config(
+    config: dict, base_dir: str | Path = ".", schema: dict | None = None, inputs: bool = True
+) -> dict:
+    """Validate ``config`` and fill defaults in place; raise ConfigError naming what is wrong.
+    ``inputs``: also check that the raw dumps exist (not for a cost plan made elsewhere)."""
     schema = schema or load_schema()
     for name in config.get("domains") or {}:
         if not isinstance(name, str) or not DOMAIN_NAME.fullmatch(name) or name == "general":
@@ -73,12 +76,12 @@ def check_config(config: dict, base_dir: str | Path = ".", schema: dict | None =
         keys = ["path"] if spec["format"] == "mooccube" else ["reviews", "meta"]
         for key in keys:
             path = base / spec[key]
-            if not path.exists():
+            if inputs and not path.exists():
                 raise ConfigError(
                     f"config: domains.{name}.{key}: input not found: {spec[key]} "
                     f"(resolved to {path.resolve()})"
                 )
-        if spec["format"] == "mooccube":
+        if inputs and spec["format"] == "mooccube":
             for sub in ("entities/user.json", "entities/course.json"):
                 if not (base / spec["path"] / sub).is_file():
                     raise ConfigError(f"config: domains.{name}.path: {spec['path']} has no {sub}")

@@ -121,8 +121,90 @@ def predict_vllm(
     max_new_tokens: int,
     normalised: bool = False,
 ) -> pl.DataFrame:
-    """Greedy decoding served by vLLM: the base model with the variant's adapter as a LoRA
-    (the fused adapter is a standard one of rank sum(r_i)). GPU machines only."""
+    """One variant served by vLLM (predict_vllm_variants with a single adapter)."""
+    return predict_vllm_variants(
+        base, {"variant": adapter}, rows, titles, max_new_tokens, normalised
+    )["variant"]
+
+
+def adapter_weights(path: str | None) -> str | None:
+    """The PEFT folder of a variant's adapter: fusion folders hold it under adapter/."""
+    if path and (Path(path) / "adapter").is_dir():
+        return str(Path(path) / "adapter")
+    return path
+
+
+def predict_variants(
+    base: str, adapters: dict[str, str | None], rows: pl.DataFrame, titles: dict, s: dict
+):
+    """Every LLM variant of one (domain, scenario, split) from one load of the base model:
+    yields (variant, predictions) in the order given. An adapter is merged into the base
+    weights for its variant, then the base weights are restored from a saved copy (not by
+    unmerging, which rounds): each variant starts from the very weights a job of its own
+    would load, so its predictions are byte-identical to that job's."""
+    if s["backend"] == "vllm":
+        yield from predict_vllm_variants(
+            base, adapters, rows, titles, s["max_new_tokens"], s["normalised_match"]
+        ).items()
+        return
+    import torch
+    from peft import PeftModel
+
+    from molorec.model import load_base
+
+    cuda = torch.cuda.is_available()
+    model, tokenizer = load_base(base, dtype=torch.bfloat16 if cuda else torch.float32)
+    model.to("cuda" if cuda else "cpu").eval()
+    pristine = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    for variant, adapter in adapters.items():
+        merged = model
+        if adapter:
+            # Merged once: every prediction then runs at the base model's speed.
+            merged = PeftModel.from_pretrained(model, adapter_weights(adapter)).merge_and_unload()
+        yield (
+            variant,
+            predict_llm(
+                merged,
+                tokenizer,
+                rows,
+                titles,
+                s["backend"],
+                s["max_new_tokens"],
+                s["batch_size"],
+                s["normalised_match"],
+            ),
+        )
+        if adapter:
+            model.load_state_dict(pristine)
+            if hasattr(model, "peft_config"):  # left by peft's injection: a clean model
+                del model.peft_config
+
+
+def lora_requests(adapters: dict[str, str | None]) -> dict[str, tuple[str, int, str] | None]:
+    """vLLM LoRARequest arguments per variant: a name and an id of its own for every
+    adapter (vLLM caches prefixes per adapter, so two adapters must never share either),
+    None for the base model."""
+    requests, next_id = {}, 1
+    for variant, adapter in adapters.items():
+        if adapter is None:
+            requests[variant] = None
+            continue
+        requests[variant] = (f"{variant}-{next_id}", next_id, adapter_weights(adapter))
+        next_id += 1
+    return requests
+
+
+def predict_vllm_variants(
+    base: str,
+    adapters: dict[str, str | None],
+    rows: pl.DataFrame,
+    titles: dict[str, str],
+    max_new_tokens: int,
+    normalised: bool = False,
+) -> dict[str, pl.DataFrame]:
+    """Greedy decoding served by one vLLM engine for every variant: each adapter is a
+    LoRARequest of that engine (max_loras covers them all; max_lora_rank holds the largest,
+    a fused adapter's r_general + r_domain). GPU machines only."""
     try:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
@@ -131,19 +213,23 @@ def predict_vllm(
             "evaluate.backend: vllm is not installed here. Install it on a GPU machine "
             "(pip install vllm) or use backend generate or rank."
         ) from None
+    requests = lora_requests(adapters)
+    loras = [r for r in requests.values() if r is not None]
     llm = LLM(
         model=base,
-        enable_lora=adapter is not None,
-        max_lora_rank=vllm_lora_rank(adapter) if adapter else 16,
+        enable_lora=bool(loras),
+        max_loras=max(1, len(loras)),
+        max_lora_rank=max((vllm_lora_rank(r[2]) for r in loras), default=16),
         seed=0,
     )
-    lora = LoRARequest("variant", 1, adapter) if adapter else None
     prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
-    outputs = llm.chat(
-        prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens), lora_request=lora
-    )
-    texts = [o.outputs[0].text for o in outputs]
-    return _parsed_predictions(rows, texts, titles, normalised)
+    greedy = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    out = {}
+    for variant, request in requests.items():
+        lora = LoRARequest(*request) if request else None
+        texts = [o.outputs[0].text for o in llm.chat(prompts, greedy, lora_request=lora)]
+        out[variant] = _parsed_predictions(rows, texts, titles, normalised)
+    return out
 
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -596,6 +596,36 @@ def run(
     prompt_choice: str = "target_scenario",
 ) -> dict:
     """Adapt the mixing weights of ``adapters`` on a scenario's prompts and write the result."""
+    runs = run_lrs(
+        base,
+        adapters,
+        instructions,
+        scenario,
+        adapt_on,
+        n_prompts,
+        {settings.lr: out_dir},
+        settings,
+        progress,
+        prompt_choice,
+    )
+    return runs[0]
+
+
+def run_lrs(
+    base: str,
+    adapters: list[str],
+    instructions: str,
+    scenario: str,
+    adapt_on: str,
+    n_prompts: int,
+    out_dirs: dict[float, str | Path],
+    settings: FusionSettings,
+    progress: bool = False,
+    prompt_choice: str = "target_scenario",
+) -> list[dict]:
+    """Every learning rate of a scenario's grid from one load of the base model: each
+    starts from the same equal weights (theta reset to 0) and a fresh optimizer, so each
+    result is the one a run of its own gives. ``out_dirs``: lr -> output folder."""
     import polars as pl
 
     mixture, tokenizer = load_mixture(base, adapters, settings)
@@ -604,14 +634,50 @@ def run(
     )
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
-    trajectory = adapt(mixture, tokenizer, prompts, settings, progress)
+    infos = []
+    for lr, out_dir in out_dirs.items():
+        with torch.no_grad():
+            mixture.mixing.theta.zero_()
+        mixture.mixing.theta.grad = None
+        lr_settings = replace(settings, lr=float(lr))
+        trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress)
+        infos.append(
+            _finish(
+                mixture,
+                tokenizer,
+                trajectory,
+                adapters,
+                scenario,
+                adapt_on,
+                prompt_choice,
+                len(prompts),
+                lr_settings,
+                out_dir,
+            )
+        )
+    return infos
+
+
+def _finish(
+    mixture,
+    tokenizer,
+    trajectory,
+    adapters,
+    scenario,
+    adapt_on,
+    prompt_choice,
+    n_prompts,
+    settings: FusionSettings,
+    out_dir,
+) -> dict:
+    """Flag a run that scored nothing, write its outputs and fusion_info.json."""
     scored = sum(row["scored_tokens"] for row in trajectory)
     if scored == 0:
         answered = sum(row["answer_tokens"] for row in trajectory)
         message = (
-            f"fusion {scenario}: no token of the {len(prompts)} greedy answers was scored "
-            f"({answered} answer tokens in all, none starting a title before a stop token): "
-            "the mixing weights never moved, so this 'molorec' is the uniform mixture"
+            f"fusion {scenario} lr {settings.lr:g}: no token of the {n_prompts} greedy answers "
+            f"was scored ({answered} answer tokens in all, none starting a title before a stop "
+            "token): the mixing weights never moved, so this 'molorec' is the uniform mixture"
         )
         if settings.require_signal:
             raise RuntimeError(message + " (fusion.require_signal is set)")
@@ -622,7 +688,7 @@ def run(
         "scenario": scenario,
         "adapt_on": adapt_on,
         "prompt_choice": prompt_choice,
-        "prompts": len(prompts),
+        "prompts": n_prompts,
         "scored_tokens": scored,
         "learned": scored > 0,
         "collapsed_share": collapsed_share([w[0] for w in final.values()]),
