@@ -193,9 +193,14 @@ def test_evaluation_outputs_and_selection_without_test_labels(tmp_path):
         "0.5": {"HR@1": 0.1, "HR@3": 0.2, "NDCG@3": 0.1},
         "2": {"HR@1": 0.3, "HR@3": 0.5, "NDCG@3": 0.4},
     }
+    val = {lr: m | {"n": 10} for lr, m in val.items()}
     chosen = select_lr(val, test)
     assert chosen["selected_lr"] == "0.5" and chosen["optimistic_lr"] == "2"
     assert chosen["optimism_gap"] == pytest.approx(1.2 - 0.4)
+    # No selection example at all: nothing to choose on, and the choice says so.
+    empty = {lr: {k: math.nan for k in m} | {"n": 0} for lr, m in val.items()}
+    chosen = select_lr(empty, test)
+    assert chosen["selected_lr"] == "0.5" and "no selection examples" in chosen["criterion"]
 
 
 def test_vllm_backend_says_clearly_when_vllm_is_missing():

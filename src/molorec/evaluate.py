@@ -309,10 +309,18 @@ def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> di
     def score(m: dict) -> float:
         return sum(m[k] for k in SELECTION_SCORE)
 
-    chosen = max(sorted(val_metrics), key=lambda lr: score(val_metrics[lr]))
+    lrs = sorted(val_metrics, key=float)
+    if all(val_metrics[lr]["n"] == 0 for lr in lrs):
+        # No selection example in this scenario (a small domain's few cold targets): nothing
+        # to choose on, so the grid's smallest lr, and selection.json says so.
+        chosen, criterion = lrs[0], "no selection examples: the grid's smallest lr"
+    else:
+        chosen = max(lrs, key=lambda lr: score(val_metrics[lr]))
+        criterion = "+".join(SELECTION_SCORE) + " on the selection set (held-out validation)"
     optimistic = max(sorted(test_metrics), key=lambda lr: score(test_metrics[lr]))
     return {
-        "criterion": "+".join(SELECTION_SCORE) + " on the selection set (held-out validation)",
+        "criterion": criterion,
+        "selection_examples": val_metrics[chosen]["n"],
         "selected_lr": chosen,
         "optimistic_lr": optimistic,
         "selected_test": {k: test_metrics[chosen][k] for k in SELECTION_SCORE},
