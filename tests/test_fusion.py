@@ -450,3 +450,9 @@ def test_vllm_requests_give_every_adapter_its_own_name_and_id(random_pair, tmp_p
     assert len({r[0] for r in loras}) == len({r[1] for r in loras}) == 3
     assert all(r[1] >= 1 for r in loras)  # vLLM reserves id 0
     assert requests["lr1"][2] == str(fused / "adapter")  # a fusion folder's PEFT adapter
+    # One engine for all: room for the three adapters, a rank limit that holds the largest.
+    (fused / "adapter/adapter_config.json").write_text('{"r": 12}')  # a fused 4 + 8
+    from molorec.evaluate import vllm_engine_args
+
+    assert vllm_engine_args(requests) == {"enable_lora": True, "max_loras": 3, "max_lora_rank": 16}
+    assert vllm_engine_args({"base": None})["enable_lora"] is False

@@ -194,6 +194,17 @@ def lora_requests(adapters: dict[str, str | None]) -> dict[str, tuple[str, int, 
     return requests
 
 
+def vllm_engine_args(requests: dict[str, tuple[str, int, str] | None]) -> dict:
+    """LoRA settings of the one engine that serves every request: room for all adapters at
+    once, and a rank limit that holds the largest (a fused adapter's r_general + r_domain)."""
+    loras = [r for r in requests.values() if r is not None]
+    return {
+        "enable_lora": bool(loras),
+        "max_loras": max(1, len(loras)),
+        "max_lora_rank": max((vllm_lora_rank(r[2]) for r in loras), default=16),
+    }
+
+
 def predict_vllm_variants(
     base: str,
     adapters: dict[str, str | None],
@@ -214,14 +225,7 @@ def predict_vllm_variants(
             "(pip install vllm) or use backend generate or rank."
         ) from None
     requests = lora_requests(adapters)
-    loras = [r for r in requests.values() if r is not None]
-    llm = LLM(
-        model=base,
-        enable_lora=bool(loras),
-        max_loras=max(1, len(loras)),
-        max_lora_rank=max((vllm_lora_rank(r[2]) for r in loras), default=16),
-        seed=0,
-    )
+    llm = LLM(model=base, seed=0, **vllm_engine_args(requests))
     prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
     greedy = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     out = {}
