@@ -641,61 +641,33 @@ def run_lrs(
         mixture.mixing.theta.grad = None
         lr_settings = replace(settings, lr=float(lr))
         trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress)
-        infos.append(
-            _finish(
-                mixture,
-                tokenizer,
-                trajectory,
-                adapters,
-                scenario,
-                adapt_on,
-                prompt_choice,
-                len(prompts),
-                lr_settings,
-                out_dir,
+        scored = sum(row["scored_tokens"] for row in trajectory)
+        if scored == 0:
+            answered = sum(row["answer_tokens"] for row in trajectory)
+            message = (
+                f"fusion {scenario} lr {lr_settings.lr:g}: no token of the {len(prompts)} greedy "
+                f"answers was scored ({answered} answer tokens in all, none starting a title "
+                "before a stop token): the mixing weights never moved, so this 'molorec' is the "
+                "uniform mixture"
             )
-        )
+            if lr_settings.require_signal:
+                raise RuntimeError(message + " (fusion.require_signal is set)")
+            log.warning(message)
+        final = write_outputs(mixture, tokenizer, trajectory, out_dir)
+        info = {
+            "adapters": adapters,  # the order of every weight list
+            "scenario": scenario,
+            "adapt_on": adapt_on,
+            "prompt_choice": prompt_choice,
+            "prompts": len(prompts),
+            "scored_tokens": scored,
+            "learned": scored > 0,
+            "collapsed_share": collapsed_share([w[0] for w in final.values()]),
+            "settings": asdict(lr_settings),
+        }
+        (Path(out_dir) / "fusion_info.json").write_text(json.dumps(info, indent=1) + "\n")
+        infos.append(info)
     return infos
-
-
-def _finish(
-    mixture,
-    tokenizer,
-    trajectory,
-    adapters,
-    scenario,
-    adapt_on,
-    prompt_choice,
-    n_prompts,
-    settings: FusionSettings,
-    out_dir,
-) -> dict:
-    """Flag a run that scored nothing, write its outputs and fusion_info.json."""
-    scored = sum(row["scored_tokens"] for row in trajectory)
-    if scored == 0:
-        answered = sum(row["answer_tokens"] for row in trajectory)
-        message = (
-            f"fusion {scenario} lr {settings.lr:g}: no token of the {n_prompts} greedy answers "
-            f"was scored ({answered} answer tokens in all, none starting a title before a stop "
-            "token): the mixing weights never moved, so this 'molorec' is the uniform mixture"
-        )
-        if settings.require_signal:
-            raise RuntimeError(message + " (fusion.require_signal is set)")
-        log.warning(message)
-    final = write_outputs(mixture, tokenizer, trajectory, out_dir)
-    info = {
-        "adapters": adapters,  # the order of every weight list
-        "scenario": scenario,
-        "adapt_on": adapt_on,
-        "prompt_choice": prompt_choice,
-        "prompts": n_prompts,
-        "scored_tokens": scored,
-        "learned": scored > 0,
-        "collapsed_share": collapsed_share([w[0] for w in final.values()]),
-        "settings": asdict(settings),
-    }
-    (Path(out_dir) / "fusion_info.json").write_text(json.dumps(info, indent=1) + "\n")
-    return info
 
 
 def run_uniform(
