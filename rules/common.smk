@@ -150,9 +150,11 @@ def fusion_settings(wildcards):
         "guard_strength",
         "require_signal",
     )
-    return {"seed": config["seed"], "max_new_tokens": fusion["max_new_tokens"]} | {
-        key: fusion[key] for key in keys
-    }
+    return {
+        "seed": config["seed"],
+        "max_new_tokens": fusion["max_new_tokens"],
+        "precision": config["model"]["precision"],
+    } | {key: fusion[key] for key in keys}
 
 
 GROUP_FUSION = config["fusion"]["group_lrs"]
@@ -194,7 +196,7 @@ VARIANTS = ["base", "general", "domain", "uniform", "molorec"]
 def eval_settings(wildcards):
     """What an evaluation computes; not group_variants, which only shapes the jobs."""
     evaluate = {k: v for k, v in config["evaluate"].items() if k != "group_variants"}
-    return {"seed": config["seed"]} | evaluate
+    return {"seed": config["seed"], "precision": config["model"]["precision"]} | evaluate
 
 
 # The LLM variants with a fixed adapter (or none), evaluated on test; the fused adapter of

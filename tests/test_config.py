@@ -147,3 +147,24 @@ def test_a_shared_general_adapter_excludes_general_domains(config, tmp_path):
     config["general_adapter"] = "shared"
     with pytest.raises(ConfigError, match=r"general domains \['games'\] would not be used"):
         check_config(config, base_dir=tmp_path)
+
+
+def test_model_precision_reaches_training_unless_train_sets_its_own():
+    from molorec.config import train_settings
+    from molorec.model import uses_bf16
+
+    config = {"seed": 1, "model": {"precision": "bf16"}, "train": {"precision": "auto"}}
+    assert train_settings(config, "domain")["precision"] == "bf16"
+    config["train"]["domain"] = {"precision": "fp32"}
+    assert train_settings(config, "domain")["precision"] == "fp32"
+    assert train_settings(config, "general")["precision"] == "bf16"
+    assert [uses_bf16(p, cuda) for p in ("auto", "fp32", "bf16") for cuda in (False, True)] == [
+        False,
+        True,
+        False,
+        False,
+        True,
+        True,
+    ]
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        uses_bf16("fp16", False)

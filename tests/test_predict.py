@@ -66,6 +66,22 @@ def test_rank_backend_equals_brute_force_scoring(tiny, tokenizer):
     assert torch.equal(torch.argsort(fast, descending=True), torch.argsort(slow, descending=True))
 
 
+def test_rank_in_bf16_follows_fp32(tiny, tokenizer):
+    """model.precision bf16 (weights and cache in bf16): the scores stay float32 and close
+    to the float32 model's; bf16 keeps about 3 significant digits of each logit."""
+    model, _ = load_base(tiny)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.model.layers.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    prompt = prompt_ids(tokenizer, conversation(0, "unused"))
+    cands = candidate_ids(tokenizer, TITLES)
+    fp32 = rank_candidates(model.eval(), prompt, cands)
+    bf16 = rank_candidates(model.to(torch.bfloat16), prompt, cands)
+    assert bf16.dtype == torch.float32
+    torch.testing.assert_close(bf16, fp32, rtol=0.02, atol=0.5)
+
+
 def test_metrics_hand_computed():
     assert target_rank(["a", "b", "c"], "b") == 2 and target_rank(["a"], "z") is None
     values = per_example([1, 2, 4, None])

@@ -273,3 +273,24 @@ def test_two_processes_equal_one_on_the_same_global_batch(tiny, tmp_path):
         [float(r["loss"]) for r in read_log(tmp_path / d / "train_log.csv")] for d in ("one", "two")
     ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_bf16_precision_trains_an_fp32_adapter_on_a_cpu(tiny, tmp_path):
+    """model.precision bf16 on a CPU: bf16 base weights and autocast; the LoRA weights (what
+    the optimizer updates and the adapter file holds) stay float32, and the loss falls."""
+    data = instructions(tmp_path / "d.parquet", 24)
+    out, model = train(
+        tiny,
+        [data],
+        "domain",
+        tmp_path / "ad",
+        tmp_path / "ck",
+        settings(max_steps=12, lr=1e-2, precision="bf16"),
+        progress=False,
+    )
+    base_dtypes = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
+    assert base_dtypes == {torch.bfloat16}
+    saved = load_file(out / "adapter_model.safetensors")
+    assert saved and {t.dtype for t in saved.values()} == {torch.float32}
+    losses = [float(r["loss"]) for r in read_log(out / "train_log.csv")]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3

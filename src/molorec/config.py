@@ -218,7 +218,10 @@ def example_settings(config: dict, domain: str) -> ExampleSettings:
 
 def train_settings(config: dict, kind: str) -> dict:
     """TrainSettings fields of one kind of adapter (general | domain): the common
-    ``train:`` settings, then ``train.<kind>``; the seed defaults to the top-level seed."""
+    ``train:`` settings, then ``train.<kind>``; the seed defaults to the top-level seed and
+    an ``auto`` precision to model.precision."""
     common = {k: v for k, v in config["train"].items() if k not in ("general", "domain")}
     settings = {"seed": config["seed"], **common, **config["train"].get(kind, {})}
+    if settings.get("precision", "auto") == "auto":
+        settings["precision"] = config["model"].get("precision", "auto")
     return dict(sorted(settings.items()))

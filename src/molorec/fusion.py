@@ -410,6 +410,7 @@ class FusionSettings:
     guard: str = "none"
     guard_strength: float = 0.0
     require_signal: bool = False  # a run that scored no token is an error, not a warning
+    precision: str = "auto"  # model.precision: auto (bf16 on a GPU) | fp32 | bf16
 
     @property
     def floor(self) -> float:
@@ -565,11 +566,12 @@ def adaptation_prompts(
 
 
 def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
-    """The base model (bf16 on a GPU) with the adapters mixed as the settings say."""
-    from molorec.model import load_base
+    """The base model (in model.precision) with the adapters mixed as the settings say."""
+    from molorec.model import load_base, uses_bf16
 
     cuda = torch.cuda.is_available()
-    model, tokenizer = load_base(base, dtype=torch.bfloat16 if cuda else torch.float32)
+    bf16 = uses_bf16(settings.precision, cuda)
+    model, tokenizer = load_base(base, dtype=torch.bfloat16 if bf16 else torch.float32)
     mixture = Mixture(
         model,
         [LoraAdapter.load(a) for a in adapters],

@@ -215,6 +215,14 @@ def build_base(base: str, out_dir: str | Path, tiny_shape: dict | None = None) -
     raise ValueError(f"model.base {base!r} is loaded as given, not built")
 
 
+def uses_bf16(precision: str, cuda: bool) -> bool:
+    """model.precision: bf16 where asked, or on a GPU for ``auto``. On a CPU, bf16 pays only
+    with native support (AVX512-BF16 or AMX); elsewhere it is slower than fp32."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision {precision!r}: auto | fp32 | bf16")
+    return precision == "bf16" or (precision == "auto" and cuda)
+
+
 def load_base(path: str, dtype=None, device=None):
     """Model and tokenizer for any HF causal LM with a chat template."""
     import torch

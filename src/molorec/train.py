@@ -315,11 +315,11 @@ def train(
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    from molorec.model import load_base
+    from molorec.model import load_base, uses_bf16
 
     rank, world, device = init_processes()
     s = settings
-    bf16 = s.precision == "bf16" or (s.precision == "auto" and device.type == "cuda")
+    bf16 = uses_bf16(s.precision, device.type == "cuda")
     model, tokenizer = load_base(base, dtype=torch.bfloat16 if bf16 else torch.float32)
     model.to(device)
     if s.gradient_checkpointing:
