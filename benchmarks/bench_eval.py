@@ -6,7 +6,7 @@ test examples of the bundled sample's Beauty domain, same run. `generate` decode
 answer greedily (batched, left padding) and parses it; `rank` scores the 30 candidates
 by log-likelihood with the prompt's KV cache shared.
 
-    python benchmarks/bench_eval.py [--examples 16]
+    python benchmarks/bench_eval.py [--examples 16] [--model smollm2-135m] [--precision bf16]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from bench_fusion import adapters, base_model, sample_instructions
 
 from molorec.evaluate import predict_llm, scenario_examples
-from molorec.model import load_base
+from molorec.model import load_base, uses_bf16
 
 
 def main() -> None:
@@ -29,17 +29,19 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-fusion"))
     ap.add_argument("--model", default="tiny-qwen2", help="tiny-qwen2 | smollm2-135m")
+    ap.add_argument("--precision", default="fp32", help="fp32 | bf16 (model.precision)")
     args = ap.parse_args()
     base = base_model(args.cache, args.model)
     data = sample_instructions(args.cache)
-    model, tokenizer = load_base(str(base))
+    dtype = torch.bfloat16 if uses_bf16(args.precision, cuda=False) else torch.float32
+    model, tokenizer = load_base(str(base), dtype=dtype)
     if args.model == "tiny-qwen2":  # random weights: an adapter makes it answer 5 titles
         from peft import PeftModel
 
         adapter = adapters(str(base), data, args.cache)[0]
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     model.eval()
-    print(f"{args.model}, {torch.get_num_threads()} threads")
+    print(f"{args.model}, {args.precision}, {torch.get_num_threads()} threads")
     folder = data.parent
     rows = scenario_examples(
         pl.read_parquet(folder / "examples.parquet"),

@@ -1,7 +1,7 @@
 """Recommendation quality of the method on the sample with the real embedded model
-(SmolLM2-135M-Instruct), at a larger size than the default run: the paper's 30 candidates
-more test examples and 1.5 times the training steps, one target domain (Beauty) to stay
-within an hour on 2 CPU cores.
+(SmolLM2-135M-Instruct), at a larger size than the default run: the paper's 30 candidates,
+more test examples and 1.5 times the default run's training steps, one target domain
+(Beauty) to stay within an hour on 2 CPU cores.
 
 It prints one table: HR@1, HR@3 and NDCG@3 with 95% bootstrap intervals for every LLM
 variant and baseline, warm and cold; the lr chosen on validation and the optimistic
@@ -11,7 +11,8 @@ prompt choice (fusion.prompt_choice: first_n), and, for the
 collapsing warm lr, validation HR@1, weight entropy and collapsed share against steps.
 
     python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality]
-                                       [--warm-examples 32] [--train-steps 12]
+                                       [--warm-examples 32] [--train-scale 1.5]
+                                       [--no-reruns]
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ FUSION_VARIANTS = [
 ]
 
 
-def quality_config(warm_examples: int, train_steps: int) -> dict:
+def quality_config(warm_examples: int, train_scale: float) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     for kind in ("general", "domain"):  # more than the default run trains
-        config["train"][kind]["max_steps"] = train_steps
+        steps = config["train"][kind]["max_steps"]
+        config["train"][kind]["max_steps"] = round(steps * train_scale)
     config["domains"] = {
         name: spec
         for name, spec in config["domains"].items()
@@ -161,10 +163,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/molorec-quality"))
     ap.add_argument("--warm-examples", type=int, default=32)
-    ap.add_argument("--train-steps", type=int, default=12, help="per adapter, batch 8")
+    ap.add_argument(
+        "--train-scale", type=float, default=1.5, help="training steps against the default run"
+    )
     ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
+    ap.add_argument(
+        "--no-reruns", action="store_true", help="the table only: no guard or prompt reruns"
+    )
     args = ap.parse_args()
-    config = quality_config(args.warm_examples, args.train_steps)
+    config = quality_config(args.warm_examples, args.train_scale)
+    train_steps = {k: config["train"][k]["max_steps"] for k in ("general", "domain")}
 
     def show() -> pl.Config:
         return pl.Config(
@@ -180,7 +188,8 @@ def main() -> None:
     print(
         f"beauty, {config['data']['n_candidates']} candidates, up to "
         f"{args.warm_examples} test examples per scenario, {config['model']['base']}, "
-        f"{args.train_steps} training steps of 8 per adapter, rank backend; "
+        f"{train_steps['general']} / {train_steps['domain']} training steps of 8 (general / domain "
+        f"adapter), {config['model']['precision']}, rank backend; "
         f"pipeline {seconds / 60:.1f} min"
     )
     with show():
@@ -188,6 +197,8 @@ def main() -> None:
     summary = (args.workdir / "results/report/summary.md").read_text()
     start = summary.index("## Did it learn?")
     print(summary[start : summary.index("| domain", start)])
+    if args.no_reruns:
+        return
 
     guards = fusion_rows(args.workdir, "paper (no guard, target_scenario prompts)")
     for name, settings in FUSION_VARIANTS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import subprocess
 import sys
 import tempfile
@@ -220,7 +221,20 @@ def uses_bf16(precision: str, cuda: bool) -> bool:
     with native support (AVX512-BF16 or AMX); elsewhere it is slower than fp32."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision {precision!r}: auto | fp32 | bf16")
+    if precision == "bf16" and not cuda and not native_cpu_bf16():
+        logging.getLogger("molorec.model").warning(
+            "model.precision bf16 on a CPU without AVX512-BF16 or AMX: emulated, likely "
+            "slower than fp32 (set model.precision: fp32)"
+        )
     return precision == "bf16" or (precision == "auto" and cuda)
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (torch's own probe; False where absent)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def load_base(path: str, dtype=None, device=None):
