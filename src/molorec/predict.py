@@ -6,7 +6,8 @@
   as invalid, repeats as duplicates; the ranking keeps the valid ones, first occurrence.
 - ``rank``: every candidate title is scored by its log-likelihood as the first title of the
   answer (its tokens and the separator after it). The prompt is encoded once per example
-  and the candidates share its KV cache. A full ranking, always valid.
+  and the candidates, packed into one sequence, share its KV cache. A full ranking,
+  always valid.
 """
 
 from __future__ import annotations
@@ -98,36 +99,45 @@ def candidate_ids(tokenizer, titles: list[str]) -> list[list[int]]:
 
 
 def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:
-    """Log-likelihood of every candidate continuation, sharing the prompt's KV cache."""
+    """Log-likelihood of every candidate continuation of the prompt.
+
+    The prompt runs once. The candidates are then packed into one sequence after it: a 4D
+    mask lets each token see the prompt's cache and its own candidate's earlier tokens
+    only, and positions restart after the prompt for every candidate. So 30 titles cost one
+    forward of their tokens, without 30 copies of the prompt's cache or padding."""
     device = model.device
     with torch.no_grad():
-        # Only the last prompt position's logits are needed: skip the other 152k-wide rows.
+        # Only the last prompt position's logits are needed: skip the other rows.
         out = model(
             input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1
         )
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        n, width, p = len(candidates), max(len(c) for c in candidates), len(prompt)
-        cache = out.cache
-        cache.batch_repeat_interleave(n)
-        ids = torch.zeros((n, width), dtype=torch.long, device=device)
-        mask = torch.zeros((n, width), dtype=torch.long, device=device)
-        for row, c in enumerate(candidates):
-            ids[row, : len(c)] = torch.tensor(c, device=device)
-            mask[row, : len(c)] = 1
-        attention = torch.cat([torch.ones((n, p), dtype=torch.long, device=device), mask], 1)
-        positions = torch.arange(p, p + width, device=device).expand(n, width)
-        logits = model(
-            input_ids=ids,
-            attention_mask=attention,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-        ).logits
-        logits = logits[:, :-1].float()
-        # Token j of a candidate is predicted by position j-1; token 0 by the prompt's end.
-        picked = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
-        following = picked * mask[:, 1:]
-        return first[ids[:, 0]] + following.sum(-1)
+        lengths = torch.tensor([len(c) for c in candidates])
+        owner = torch.repeat_interleave(torch.arange(len(candidates)), lengths)
+        offset = torch.cat([torch.arange(n) for n in lengths.tolist()])
+        ids = torch.tensor([token for c in candidates for token in c], device=device)
+        seen = (owner[:, None] == owner[None, :]) & (offset[:, None] >= offset[None, :])
+        seen = torch.cat([torch.ones((len(ids), len(prompt)), dtype=torch.bool), seen], 1)
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
+        # Token j of a candidate is predicted at its token j-1; token 0 by the prompt's end.
+        scoring = torch.nonzero(offset < lengths[owner] - 1).squeeze(1)
+        logits = (
+            model(
+                input_ids=ids[None],
+                attention_mask=mask[None, None].to(device),
+                position_ids=(len(prompt) + offset)[None].to(device),
+                cache=out.cache,
+                use_cache=True,
+                logits_to_keep=scoring.to(device),
+            )
+            .logits[0]
+            .float()
+        )
+        picked = logits.gather(-1, ids[scoring + 1, None].to(device))[:, 0] - logits.logsumexp(-1)
+        starts = torch.cumsum(lengths, 0) - lengths
+        scores = first[ids[starts.to(device)]]
+        return scores.index_add(0, owner[scoring].to(device), picked)
 
 
 def rank_brute_force(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:
