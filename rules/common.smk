@@ -196,7 +196,10 @@ VARIANTS = ["base", "general", "domain", "uniform", "molorec"]
 def eval_settings(wildcards):
     """What an evaluation computes; not group_variants, which only shapes the jobs."""
     evaluate = {k: v for k, v in config["evaluate"].items() if k != "group_variants"}
-    return {"seed": config["seed"], "precision": config["model"]["precision"]} | evaluate
+    return {
+        "seed": config["seed"],
+        "precision": config["model"]["precision"],
+    } | evaluate
 
 
 # The LLM variants with a fixed adapter (or none), evaluated on test; the fused adapter of
