@@ -48,6 +48,14 @@ def read_log(path):
         return list(csv.DictReader(fh))
 
 
+def train_domain(tiny, tmp_path, n_examples: int, **kw):
+    """A domain adapter trained on ``n_examples`` chat examples: (output folder, model)."""
+    data = instructions(tmp_path / "d.parquet", n_examples)
+    return train(
+        tiny, [data], "domain", tmp_path / "ad", tmp_path / "ck", settings(**kw), progress=False
+    )
+
+
 # --- encoding and the loss ---------------------------------------------------------------
 
 
@@ -104,16 +112,7 @@ def test_epoch_plan_is_seeded_grouped_and_complete():
 
 
 def test_loss_falls_and_log_is_written(tiny, tmp_path):
-    data = instructions(tmp_path / "d.parquet", 24)
-    out, _ = train(
-        tiny,
-        [data],
-        "domain",
-        tmp_path / "ad",
-        tmp_path / "ck",
-        settings(max_steps=24, lr=1e-2),
-        progress=False,
-    )
+    out, _ = train_domain(tiny, tmp_path, 24, max_steps=24, lr=1e-2)
     rows = read_log(out / "train_log.csv")
     assert list(rows[0]) == ["step", "epoch", "loss", "lr", "tokens_per_s", "peak_mem_mb", "tokens"]
     losses = [float(r["loss"]) for r in rows]
@@ -126,16 +125,7 @@ def test_loss_falls_and_log_is_written(tiny, tmp_path):
 def test_memorises_answers_and_reloads_with_peft(tiny, tmp_path):
     from peft import PeftModel
 
-    data = instructions(tmp_path / "d.parquet", 4)
-    out, model = train(
-        tiny,
-        [data],
-        "domain",
-        tmp_path / "ad",
-        tmp_path / "ck",
-        settings(max_steps=150),
-        progress=False,
-    )
+    out, model = train_domain(tiny, tmp_path, 4, max_steps=150)
     model.eval()
     base, tok = load_base(tiny)
     reloaded = PeftModel.from_pretrained(base, out).eval()
@@ -278,16 +268,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(tiny, tmp_path):
 def test_bf16_precision_trains_an_fp32_adapter_on_a_cpu(tiny, tmp_path):
     """model.precision bf16 on a CPU: bf16 base weights and autocast; the LoRA weights (what
     the optimizer updates and the adapter file holds) stay float32, and the loss falls."""
-    data = instructions(tmp_path / "d.parquet", 24)
-    out, model = train(
-        tiny,
-        [data],
-        "domain",
-        tmp_path / "ad",
-        tmp_path / "ck",
-        settings(max_steps=12, lr=1e-2, precision="bf16"),
-        progress=False,
-    )
+    out, model = train_domain(tiny, tmp_path, 24, max_steps=12, lr=1e-2, precision="bf16")
     base_dtypes = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
     assert base_dtypes == {torch.bfloat16}
     saved = load_file(out / "adapter_model.safetensors")
