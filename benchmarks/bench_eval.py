@@ -20,7 +20,7 @@ import torch
 from bench_fusion import adapters, base_model, sample_instructions
 
 from molorec.evaluate import predict_llm, scenario_examples
-from molorec.model import load_base, uses_bf16
+from molorec.model import load_base, model_dtype
 
 
 def main() -> None:
@@ -33,8 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     base = base_model(args.cache, args.model)
     data = sample_instructions(args.cache)
-    dtype = torch.bfloat16 if uses_bf16(args.precision, cuda=False) else torch.float32
-    model, tokenizer = load_base(str(base), dtype=dtype)
+    model, tokenizer = load_base(str(base), dtype=model_dtype(args.precision, cuda=False))
     if args.model == "tiny-qwen2":  # random weights: an adapter makes it answer 5 titles
         from peft import PeftModel
 

@@ -150,11 +150,10 @@ def predict_variants(
     import torch
     from peft import PeftModel
 
-    from molorec.model import load_base, uses_bf16
+    from molorec.model import load_base, model_dtype
 
     cuda = torch.cuda.is_available()
-    bf16 = uses_bf16(s.get("precision", "auto"), cuda)
-    model, tokenizer = load_base(base, dtype=torch.bfloat16 if bf16 else torch.float32)
+    model, tokenizer = load_base(base, dtype=model_dtype(s.get("precision", "auto"), cuda))
     model.to("cuda" if cuda else "cpu").eval()
     pristine = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     for variant, adapter in adapters.items():

@@ -567,11 +567,10 @@ def adaptation_prompts(
 
 def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
     """The base model (in model.precision) with the adapters mixed as the settings say."""
-    from molorec.model import load_base, uses_bf16
+    from molorec.model import load_base, model_dtype
 
     cuda = torch.cuda.is_available()
-    bf16 = uses_bf16(settings.precision, cuda)
-    model, tokenizer = load_base(base, dtype=torch.bfloat16 if bf16 else torch.float32)
+    model, tokenizer = load_base(base, dtype=model_dtype(settings.precision, cuda))
     mixture = Mixture(
         model,
         [LoraAdapter.load(a) for a in adapters],

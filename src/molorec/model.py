@@ -217,16 +217,26 @@ def build_base(base: str, out_dir: str | Path, tiny_shape: dict | None = None) -
 
 
 def uses_bf16(precision: str, cuda: bool) -> bool:
-    """model.precision: bf16 where asked, or on a GPU for ``auto``. On a CPU, bf16 pays only
-    with native support (AVX512-BF16 or AMX); elsewhere it is slower than fp32."""
+    """model.precision: bf16 where asked, or on a GPU for ``auto``."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision {precision!r}: auto | fp32 | bf16")
-    if precision == "bf16" and not cuda and not native_cpu_bf16():
+    return precision == "bf16" or (precision == "auto" and cuda)
+
+
+def model_dtype(precision: str, cuda: bool):
+    """The dtype a stage loads the base model in (bf16 or float32), per model.precision.
+    On a CPU, bf16 pays only with native support (AVX512-BF16 or AMX): elsewhere it is
+    emulated and slower than fp32, which the log says."""
+    import torch
+
+    if not uses_bf16(precision, cuda):
+        return torch.float32
+    if not cuda and not native_cpu_bf16():
         logging.getLogger("molorec.model").warning(
             "model.precision bf16 on a CPU without AVX512-BF16 or AMX: emulated, likely "
             "slower than fp32 (set model.precision: fp32)"
         )
-    return precision == "bf16" or (precision == "auto" and cuda)
+    return torch.bfloat16
 
 
 def native_cpu_bf16() -> bool:

@@ -315,12 +315,13 @@ def train(
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    from molorec.model import load_base, uses_bf16
+    from molorec.model import load_base, model_dtype
 
     rank, world, device = init_processes()
     s = settings
-    bf16 = uses_bf16(s.precision, device.type == "cuda")
-    model, tokenizer = load_base(base, dtype=torch.bfloat16 if bf16 else torch.float32)
+    dtype = model_dtype(s.precision, device.type == "cuda")
+    bf16 = dtype == torch.bfloat16  # LoRA weights stay float32 (peft upcasts): autocast
+    model, tokenizer = load_base(base, dtype=dtype)
     model.to(device)
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
