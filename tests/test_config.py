@@ -168,3 +168,9 @@ def test_model_precision_reaches_training_unless_train_sets_its_own():
     ]
     with pytest.raises(ValueError, match="precision 'fp16'"):
         uses_bf16("fp16", False)
+    import torch
+
+    from molorec.model import model_dtype
+
+    assert model_dtype("auto", True) == model_dtype("bf16", False) == torch.bfloat16
+    assert model_dtype("auto", False) == model_dtype("fp32", True) == torch.float32
