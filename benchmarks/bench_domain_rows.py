@@ -88,7 +88,7 @@ def main() -> None:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     sample_count = config["data"]["domain_train_samples"]
     config["data"]["domain_train_samples"] = 10**9  # every training row, sampled here
-    cmd = prepare(args.workdir, config)
+    cmd = prepare(args.workdir, config, fresh=False)  # keeps the built model
     data = Path("results/data", args.domain)
     base = Path("results/models", config["model"]["base"])
     targets = [str(data / "examples.parquet"), str(data / "instructions.parquet"), str(base)]
@@ -123,7 +123,7 @@ def main() -> None:
     del model
     for name, pool in compositions(rows, sample_count, config["seed"]).items():
         t0 = time.perf_counter()
-        folder = args.workdir / "adapters" / name.replace(", ", "-").replace(" ", "-")
+        folder = args.workdir / "adapters" / args.domain / name.replace(", ", "-").replace(" ", "-")
         pool_path = folder / "instructions.parquet"
         folder.mkdir(parents=True, exist_ok=True)
         pool.drop("candidates", "val_position").with_columns(held_out=False).write_parquet(
