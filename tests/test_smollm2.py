@@ -145,3 +145,31 @@ def test_a_gguf_path_is_converted_by_the_build_rule(tmp_path):
     assert "rule build_base_model:" in plan and str(gguf) in plan
     assert "results/models/smollm2-135m-instruct.q4_1" in plan
     assert resolve_base(str(gguf)) == "results/models/smollm2-135m-instruct.q4_1"
+
+
+def test_a_qwen2_gguf_file_builds_the_same_model(tiny, tmp_path):
+    """The GGUF route on the second architecture: the tiny Qwen2 model written as a float32
+    GGUF file (tests/gguf_file.py), then built by the build_base_model rule, gives the same
+    chat template, token ids and logits as the folder it came from."""
+    from conftest import one_target_config, run_workflow
+    from gguf_file import write_gguf
+
+    gguf = write_gguf(tiny, tmp_path / "Tiny-Qwen2.F32.gguf")
+    config = one_target_config()
+    config["model"]["base"] = str(gguf)
+    target = resolve_base(str(gguf))
+    assert target == "results/models/tiny-qwen2.f32"
+    proc = run_workflow(tmp_path / "work", config, target)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built, built_tok = load_base(str(tmp_path / "work" / target))
+    source, source_tok = load_base(tiny)
+    assert built.config.model_type == "qwen2"
+    turns = conversation(0, "x")[:-1]
+    text = source_tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert built_tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True) == text
+    ids = source_tok(text + TITLES[0]).input_ids
+    assert built_tok(text + TITLES[0]).input_ids == ids
+    assert built_tok.eos_token == source_tok.eos_token == "<|im_end|>"
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        assert torch.equal(built(x).logits, source(x).logits)
