@@ -552,16 +552,10 @@ def adaptation_prompts(
     for the warm (cold) scenario: whether a target is cold is a property of the label, so
     that reads one bit of it per prompt. ``first_n`` reads nothing of the label: the first n
     prompts of the split whatever their target, the same for both scenarios."""
-    import polars as pl
-
-    if choice not in PROMPT_CHOICES:
-        raise ValueError(f"fusion.prompt_choice {choice!r}: expected one of {PROMPT_CHOICES}")
-    rows = instructions.filter(pl.col("split") == adapt_on)
-    if choice == "target_scenario":
-        rows = rows.filter(pl.col("cold") == (scenario == "cold"))
+    rows = adaptation_rows(instructions, scenario, adapt_on, n, choice)
     return [
         [turn for turn in messages if turn["role"] != "assistant"]
-        for messages in rows.head(n)["messages"].to_list()
+        for messages in rows["messages"].to_list()
     ]
 
 
@@ -677,3 +671,18 @@ def run_uniform(
     """The mixture at its equal starting weights, exported like a learned one."""
     mixture, tokenizer = load_mixture(base, adapters, settings)
     write_outputs(mixture, tokenizer, [], out_dir)
+
+
+def adaptation_rows(frame, scenario: str, adapt_on: str, n: int, choice: str = "target_scenario"):
+    """The rows of ``frame`` (instructions.parquet, or examples.parquet: the same rows in the
+    same order) whose prompts fusion adapts on: the first n of the split, those of the
+    scenario's targets under ``target_scenario``. Evaluation reads it too, to state and
+    optionally remove its overlap with the evaluated examples."""
+    import polars as pl
+
+    if choice not in PROMPT_CHOICES:
+        raise ValueError(f"fusion.prompt_choice {choice!r}: expected one of {PROMPT_CHOICES}")
+    rows = frame.filter(pl.col("split") == adapt_on)
+    if choice == "target_scenario":
+        rows = rows.filter(pl.col("cold") == (scenario == "cold"))
+    return rows.head(n)
