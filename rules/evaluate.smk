@@ -203,5 +203,7 @@ rule report:
         adapters=(["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS,
         seed=config["seed"],
         bootstrap=config["evaluate"]["bootstrap"],
+        alpha=config["report"]["alpha"],
+        adjust=config["report"]["adjust"],
     script:
         "../workflow/scripts/report.py"

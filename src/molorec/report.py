@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from molorec.metrics import METRICS, paired_bootstrap, per_example, target_rank
+from molorec.metrics import (
+    METRICS,
+    adjust_pvalues,
+    min_detectable_effect,
+    paired_bootstrap,
+    per_example,
+    resamples_for,
+    target_rank,
+)
 
 TESTED = ("HR@1", "HR@3", "NDCG@3")
 
@@ -41,6 +50,7 @@ def metrics_table(
                 if (folder / "selection.json").exists():
                     sel = json.loads((folder / "selection.json").read_text())
                     row["selected_lr"] = sel["selected_lr"]
+                    row["selection_examples"] = sel["selection_examples"]
                     row["optimistic_lr"] = sel["optimistic_lr"]
                     for k, v in sel["optimistic_test"].items():
                         row[f"optimistic_{k}"] = v
@@ -49,23 +59,26 @@ def metrics_table(
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-# Did the recommender learn (the domain adapter against the untuned model and chance), and
-# does the mixture beat its parts?
+# Did the recommender learn (the domain adapter against the untuned model and chance), does
+# the mixture beat its parts, and does an LLM variant beat the title-only content baseline and
+# the novelty shortcut (pairs whose variants did not run are skipped)?
 PAIRS = (
     ("domain", "base"),
     ("domain", "random"),
     ("molorec", "general"),
     ("molorec", "domain"),
     ("molorec", "uniform"),
+    ("domain", "content"),
+    ("molorec", "content"),
+    ("domain", "novelty"),
+    ("molorec", "novelty"),
 )
 
 
-def paired_tests(
-    results: Path, domains, scenarios, variants, pairs=PAIRS, seed: int = 0, n_boot: int = 1000
-) -> pl.DataFrame:
-    """Each pair of variants compared example by example on the same test examples (pairs
-    with a variant that did not run are skipped)."""
-    rows = []
+def comparisons(results: Path, domains, scenarios, variants, pairs=PAIRS) -> list[dict]:
+    """Each pair of variants on the same test examples, per domain, scenario and metric: the
+    keys of a test and the two variants' per-example values (``a``, ``b``)."""
+    out = []
     for domain in domains:
         for scenario in scenarios:
             folder = results / "eval" / domain / scenario
@@ -75,26 +88,84 @@ def paired_tests(
                 ours = _per_example(folder / variant / "predictions.parquet")
                 theirs = _per_example(folder / other / "predictions.parquet")
                 for metric in TESTED:
-                    t = paired_bootstrap(ours[metric], theirs[metric], seed=seed, n_boot=n_boot)
-                    rows.append(
+                    out.append(
                         {
                             "domain": domain,
                             "scenario": scenario,
                             "variant": variant,
                             "against": other,
                             "metric": metric,
-                            "diff": t["diff"],
-                            "lo": t["ci95"][0],
-                            "hi": t["ci95"][1],
-                            "p": t["p"],
+                            "a": ours[metric],
+                            "b": theirs[metric],
                         }
                     )
-    return pl.DataFrame(rows)
+    return out
 
 
-def verdicts(tests: pl.DataFrame, alpha: float = 0.05) -> list[str]:
-    """One sentence per compared pair and (domain, scenario): better, worse or no
-    significant difference, with HR@1 and NDCG@3 and their p-values."""
+def family_tests(
+    tests: list[dict], alpha: float, adjust: str, seed: int = 0, n_boot: int = 1000
+) -> pl.DataFrame:
+    """Paired bootstrap tests of one family (every comparison the report makes), with
+    p-values adjusted over the whole family and the minimum detectable effect of each.
+
+    m is the number of tests with examples; each draws molorec.metrics.resamples_for(m)
+    resamples. ``p_adj`` is ``adjust`` (holm or bh) over all m; ``mde`` is the smallest
+    difference its n detects with 80% power at the strictest adjusted level alpha / m (the
+    level Holm's first step, and BH with a single rejection, require; conservative for
+    the rest): (z_{1 - alpha/(2m)} + z_0.8) * sd(differences) / sqrt(n)."""
+    m = sum(len(t["a"]) > 0 for t in tests)
+    boot = resamples_for(max(m, 1), alpha, n_boot)
+    rows = []
+    for t in tests:
+        r = paired_bootstrap(t["a"], t["b"], seed=seed, n_boot=boot)
+        keys = {k: v for k, v in t.items() if k not in ("a", "b")}
+        rows.append(
+            keys
+            | {
+                "n": r["n"],
+                "diff": r["diff"],
+                "lo": r["ci95"][0],
+                "hi": r["ci95"][1],
+                "p": r["p"],
+                "mde": min_detectable_effect(r["sd"], r["n"], alpha / max(m, 1)),
+            }
+        )
+    schema = {
+        **{k: pl.String for k in ("domain", "scenario", "variant", "against", "metric")},
+        **{"n": pl.Int64, "diff": pl.Float64, "lo": pl.Float64, "hi": pl.Float64},
+        **{"p": pl.Float64, "mde": pl.Float64},
+    }
+    table = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
+    p_adj = adjust_pvalues(table["p"].to_numpy(), adjust) if rows else []
+    return table.with_columns(
+        p_adj=pl.Series(p_adj, dtype=pl.Float64), resamples=pl.lit(boot, pl.Int64)
+    ).select(*[k for k in schema if k != "mde"], "p_adj", "mde", "resamples")
+
+
+def paired_tests(
+    results: Path,
+    domains,
+    scenarios,
+    variants,
+    alpha: float,
+    adjust: str,
+    pairs=PAIRS,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> pl.DataFrame:
+    """Each pair of variants compared example by example on the same test examples, with
+    p-values adjusted over all of them (family_tests)."""
+    tests = comparisons(results, domains, scenarios, variants, pairs)
+    return family_tests(tests, alpha, adjust, seed, n_boot)
+
+
+ADJUSTED = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+
+
+def verdicts(tests: pl.DataFrame, alpha: float) -> list[str]:
+    """One sentence per compared pair and (domain, scenario): better, worse or not
+    significant at the run's n, judged on the adjusted p-values of HR@1 and NDCG@3, each
+    given with its raw and adjusted p-value and its minimum detectable effect."""
     lines = []
     if tests.is_empty():
         return lines
@@ -102,23 +173,35 @@ def verdicts(tests: pl.DataFrame, alpha: float = 0.05) -> list[str]:
     for key, group in tests.group_by(keys, maintain_order=True):
         domain, scenario, variant, other = key
         parts, signs = [], set()
+        n = group["n"].max()
+        if not n:
+            lines.append(f"- {domain} / {scenario}: **{variant}** against **{other}**: no examples")
+            continue
         for metric in ("HR@1", "NDCG@3"):
             row = group.filter(pl.col("metric") == metric).row(0, named=True)
-            parts.append(f"{metric} {row['diff']:+.3f} (p = {row['p']:.3f})")
-            signs.add(0 if row["p"] >= alpha else (1 if row["diff"] > 0 else -1))
+            mde = "n/a, no example differs" if math.isnan(row["mde"]) else f"{row['mde']:.2f}"
+            parts.append(
+                f"{metric} {row['diff']:+.3f} (p = {row['p']:.3f}, adjusted {row['p_adj']:.3f};"
+                f" mde {mde})"
+            )
+            signs.add(0 if not row["p_adj"] < alpha else (1 if row["diff"] > 0 else -1))
+        head = f"- {domain} / {scenario}: **{variant}**"
+        if signs == {0}:
+            lines.append(
+                f"{head} against **{other}**: not significant at n = {n}: " + "; ".join(parts)
+            )
+            continue
         if signs == {1}:
-            word = "better than"
+            word = "is better than"
         elif signs == {-1}:
-            word = "worse than"
-        elif 1 in signs and -1 not in signs:
-            word = "partly better than"
-        elif -1 in signs and 1 not in signs:
-            word = "partly worse than"
+            word = "is worse than"
+        elif signs == {1, -1}:
+            word = "is better on one metric and worse on the other than"
+        elif 1 in signs:
+            word = "is partly better than"
         else:
-            word = "not significantly different from"
-        lines.append(
-            f"- {domain} / {scenario}: **{variant}** is {word} **{other}**: " + "; ".join(parts)
-        )
+            word = "is partly worse than"
+        lines.append(f"{head} {word} **{other}** (n = {n}): " + "; ".join(parts))
     return lines
 
 
@@ -237,13 +320,69 @@ def _markdown(df: pl.DataFrame, digits: int = 4) -> str:
     return "\n".join(lines)
 
 
+def id_only_baselines(variants) -> list[str]:
+    """The baselines among ``variants`` that the registry marks id_only (they score items
+    by their training interactions alone)."""
+    from molorec.baselines import BASELINES
+
+    return [v for v in variants if getattr(BASELINES.get(v), "id_only", False)]
+
+
+def cold_footnote(id_only, shown: set[str]) -> str:
+    """Why the ID-only baselines' cold figures measure no skill."""
+    names = ", ".join(n for n in id_only if n in shown)
+    text = (
+        f"*ID-only baselines ({names}) score 0 on cold targets by construction* wherever "
+        "the negatives are trained items: they know an item only by its training "
+        "interactions, and a cold item has none (no popularity, no transition, no "
+        "embedding), so a cold target ranks below every trained candidate. Among negatives "
+        "as unfamiliar as the target only their seeded tie-break orders it (chance). Their "
+        "cold figures measure no recommendation skill."
+    )
+    if "content" in shown:
+        text += " The content baseline (titles only) is the non-LLM reference there."
+    if "novelty" in shown:
+        text += (
+            " novelty picks the candidates no trained row contains: a cold figure shows "
+            "skill only above it."
+        )
+    return text
+
+
+def statistics_note(tests: pl.DataFrame, alpha: float, adjust: str) -> str:
+    """How the paired tests are made and read: the family, the adjustment, the MDE."""
+    m = int(tests["p"].is_not_nan().sum()) if tests.height else 0
+    boot = int(tests["resamples"].max()) if tests.height else 0
+    method = ADJUSTED[adjust]
+    control = "family-wise error rate" if adjust == "holm" else "false discovery rate"
+    return (
+        f"Two-sided paired bootstrap on the same test examples ({boot} resamples, "
+        "p = (k + 1) / (resamples + 1)). The family is every comparison in this report: "
+        f"m = {m} tests (pairs × HR@1, HR@3, NDCG@3 × domains × scenarios). p_adj is "
+        f"{method}'s adjustment over all m ({control} {alpha}); a verdict counts a metric "
+        f"as significant only when p_adj < {alpha}, and says *not significant at n = N* "
+        "otherwise: no difference was shown, none was proven absent. mde is the smallest "
+        "difference the run's n could detect with 80% power at the strictest adjusted "
+        f"level α/m = {alpha / max(m, 1):.2g}: MDE = (z_(1−α/(2m)) + z_0.8) · sd(d) / √n, d the "
+        "per-example differences (for HR@k, sd(d)² is the discordant-pair rate minus the "
+        "squared mean difference); nan where no example differs. A difference smaller "
+        "than its mde was not testable at this n."
+    )
+
+
 def summary_markdown(
     metrics: pl.DataFrame,
     tests: pl.DataFrame,
     cost: pl.DataFrame,
     quality: dict[str, dict],
     health: pl.DataFrame | None = None,
+    *,
+    alpha: float,
+    adjust: str,
+    id_only: list[str] | tuple[str, ...] = (),
 ) -> str:
+    """summary.md. ``id_only``: the baselines that know items only by their training
+    interactions (molorec.baselines, id_only), named under the cold table."""
     shown = metrics.select(
         "domain",
         "scenario",
@@ -260,17 +399,21 @@ def summary_markdown(
         ],
         "valid_ratio",
     )
-    parts = [
-        "# molorec report",
-        "",
-        "## Metrics (test; 95% bootstrap intervals)",
-        "",
-        _markdown(shown),
-    ]
+    parts = ["# molorec report", "", "## Metrics (test; 95% bootstrap intervals)"]
+    for scenario in shown["scenario"].unique(maintain_order=True):
+        parts += [
+            "",
+            f"### {scenario}",
+            "",
+            _markdown(shown.filter(pl.col("scenario") == scenario)),
+        ]
+        if scenario == "cold" and id_only:
+            parts += ["", cold_footnote(id_only, set(shown["variant"]))]
     if "selected_lr" in metrics.columns:
         sel = metrics.filter(pl.col("variant") == "molorec").select(
             "domain",
             "scenario",
+            "selection_examples",
             "selected_lr",
             "HR@1",
             "HR@3",
@@ -285,10 +428,12 @@ def summary_markdown(
             "",
             "## Learning-rate selection",
             "",
-            "molorec uses the lr chosen on the selection set (HR@1 + HR@3 + NDCG@3): "
-            "validation examples that no adapter trained on (cold targets, and the "
-            "selection users' examples). The original chose on test labels: that choice "
-            "is shown as *optimistic*, with the gap (sum of the three metrics) it adds.",
+            "molorec uses the lr chosen on the selection set (HR@1 + HR@3 + NDCG@3): the "
+            "validation examples of the selection users (a seeded share of the users, "
+            "data.selection_fraction), which no adapter trained on, in the scenario of their "
+            "target (warm or cold); selection_examples is how many. The original chose on "
+            "test labels: that choice is shown as *optimistic*, with the gap (sum of the "
+            "three metrics) it adds.",
             "",
             _markdown(sel),
         ]
@@ -297,12 +442,14 @@ def summary_markdown(
         "## Did it learn? Paired bootstrap tests on the test examples",
         "",
         "The domain adapter against the untuned base model and random ranking (did the "
-        "recommender learn?), and molorec against its parts (does the mixture help?). "
-        "Significant at p < 0.05 (two-sided paired bootstrap, same examples).",
+        "recommender learn?), molorec against its parts (does the mixture help?), and both "
+        "against the content and novelty baselines where they ran.",
         "",
-        *verdicts(tests),
+        statistics_note(tests, alpha, adjust),
         "",
-        _markdown(tests),
+        *verdicts(tests, alpha),
+        "",
+        _markdown(tests.drop("resamples", strict=False)),
     ]
     if health is not None and not health.is_empty():
         flagged = health.filter(pl.col("flag") != "")
@@ -395,19 +542,35 @@ def build(
     adapters: list[str],
     seed: int = 0,
     n_boot: int = 1000,
+    *,
+    alpha: float,
+    adjust: str,
 ) -> None:
-    """Write metrics.csv, paired_tests.csv, cost.csv, summary.md and the plots."""
+    """Write metrics.csv, paired_tests.csv, cost.csv, summary.md and the plots; the paired
+    tests are judged at ``alpha`` after the ``adjust`` adjustment (holm or bh)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_table(results, domains, scenarios, variants)
     metrics.write_csv(out / "metrics.csv")
-    tests = paired_tests(results, domains, scenarios, variants, seed=seed, n_boot=n_boot)
+    tests = paired_tests(
+        results, domains, scenarios, variants, alpha, adjust, seed=seed, n_boot=n_boot
+    )
     tests.write_csv(out / "paired_tests.csv")
     cost = cost_table(results)
     cost.write_csv(out / "cost.csv")
     health = fusion_health(results, domains, scenarios)
     health.write_csv(out / "fusion_runs.csv")
     quality = {d: json.loads((results / "data" / d / "quality.json").read_text()) for d in domains}
-    (out / "summary.md").write_text(summary_markdown(metrics, tests, cost, quality, health))
+    summary = summary_markdown(
+        metrics,
+        tests,
+        cost,
+        quality,
+        health,
+        alpha=alpha,
+        adjust=adjust,
+        id_only=id_only_baselines(variants),
+    )
+    (out / "summary.md").write_text(summary)
 
     # The learned weights of the selected setting, per domain and scenario.
     for domain in domains:
