@@ -228,23 +228,54 @@ def test_every_variant_is_evaluated_on_the_same_examples(sample_run):
                     lo, hi = metrics[f"{name}_ci95"]
                     assert lo <= metrics[name] <= hi
                 assert metrics["n"] == preds.height > 0
-            selection = json.loads(
-                (
-                    workdir / "results/eval" / domain / scenario / "molorec/selection.json"
-                ).read_text()
-            )
-            val = {
-                lr: json.loads(
-                    (
-                        workdir / f"results/eval/{domain}/{scenario}/lr{lr}/val/metrics.json"
-                    ).read_text()
-                )
-                for lr in selection["val_scores"]
-            }
-            best = max(
-                sorted(val), key=lambda lr: val[lr]["HR@1"] + val[lr]["HR@3"] + val[lr]["NDCG@3"]
-            )
-            assert selection["selected_lr"] == best
+            # The pipeline carries select_lr's choice through (its behaviour is
+            # test_select_lr_chooses_on_the_selection_set_never_on_test): molorec is the chosen
+            # lr's test evaluation, and every lr of the grid was a candidate.
+            folder = workdir / "results/eval" / domain / scenario
+            selection = json.loads((folder / "molorec/selection.json").read_text())
+            assert set(selection["val_scores"]) == {p.name[2:] for p in folder.glob("lr*")}
+            chosen = folder / f"lr{selection['selected_lr']}"
+            assert (folder / "molorec/predictions.parquet").read_bytes() == (
+                chosen / "test/predictions.parquet"
+            ).read_bytes()
+            val = json.loads((chosen / "val/metrics.json").read_text())
+            assert selection["selection_examples"] == val["n"]
+
+
+def test_select_lr_chooses_on_the_selection_set_never_on_test():
+    """Hand-made metrics where the selection set and the test disagree: the choice is the
+    selection set's, the test's best is only reported, labelled optimistic."""
+    from molorec.evaluate import select_lr
+
+    def metrics(hr1, hr3, ndcg3, n=10):
+        return {"HR@1": hr1, "HR@3": hr3, "NDCG@3": ndcg3, "n": n}
+
+    val = {
+        "0.5": metrics(0.1, 0.2, 0.15),
+        "2": metrics(0.3, 0.4, 0.35),
+        "10": metrics(0.2, 0.3, 0.25),
+    }
+    test = {
+        "0.5": metrics(0.4, 0.6, 0.5),
+        "2": metrics(0.05, 0.1, 0.08),
+        "10": metrics(0.2, 0.3, 0.25),
+    }
+    chosen = select_lr(val, test)
+    assert chosen["selected_lr"] == "2" and chosen["optimistic_lr"] == "0.5"
+    # The figures reported for the choice are its test figures, not its selection-set ones.
+    assert chosen["selected_test"] == {"HR@1": 0.05, "HR@3": 0.1, "NDCG@3": 0.08}
+    assert chosen["optimistic_test"] == {"HR@1": 0.4, "HR@3": 0.6, "NDCG@3": 0.5}
+    assert chosen["optimism_gap"] == pytest.approx(1.5 - 0.23)
+    assert chosen["selection_examples"] == 10
+    # Test labels never move the choice: give each lr another lr's test metrics.
+    shuffled = dict(zip(test, [test["2"], test["10"], test["0.5"]], strict=True))
+    again = select_lr(val, shuffled)
+    assert again["selected_lr"] == "2" and again["optimistic_lr"] == "10"
+    # A tie on the selection set goes to the smaller lr, whatever the order of the keys
+    # (the labels "10" < "2" as strings).
+    tied = val | {"10": val["2"]}
+    for order in (["0.5", "2", "10"], ["10", "2", "0.5"]):
+        assert select_lr({lr: tied[lr] for lr in order}, test)["selected_lr"] == "2"
 
 
 def test_report(sample_run):
