@@ -380,6 +380,7 @@ def summary_markdown(
     alpha: float,
     adjust: str,
     id_only: list[str] | tuple[str, ...] = (),
+    checks: list[str] | tuple[str, ...] = (),
 ) -> str:
     """summary.md. ``id_only``: the baselines that know items only by their training
     interactions (molorec.baselines, id_only), named under the cold table."""
@@ -478,6 +479,7 @@ def summary_markdown(
         }
         for d, q in quality.items()
     ]
+    parts += list(checks)  # evaluation_checks: answers, candidate order, adaptation overlap
     parts += ["", "## Data quality", "", _markdown(pl.DataFrame(qrows))]
     parts += ["", "## Cost per stage", "", _markdown(cost, digits=1), ""]
     return "\n".join(parts)
@@ -569,6 +571,7 @@ def build(
         alpha=alpha,
         adjust=adjust,
         id_only=id_only_baselines(variants),
+        checks=evaluation_checks(results, domains, scenarios, variants),
     )
     (out / "summary.md").write_text(summary)
 
@@ -621,3 +624,97 @@ def build(
         "Fusion: does the mixture collapse?",
         out / "fusion_weight_entropy.png",
     )
+
+
+def evaluation_checks(results: Path, domains, scenarios, variants) -> list[str]:
+    """summary.md's sections on what the figures rest on, from the evaluations' metrics.json:
+    the generated answers' invalid and duplicate entries, the candidate order check
+    (evaluate.order_check), and the evaluated examples the fused mixture adapted on."""
+    answers, orders, overlap = [], [], []
+    for domain in domains:
+        for scenario in scenarios:
+            for variant in variants:
+                folder = results / "eval" / domain / scenario / variant
+                m = json.loads((folder / "metrics.json").read_text())
+                key = {"domain": domain, "scenario": scenario, "variant": variant, "n": m["n"]}
+                if m.get("invalid_answer_share") is not None:
+                    answers.append(
+                        key
+                        | {
+                            "valid_ratio": m["valid_ratio"],
+                            "with an invalid entry": m["invalid_answer_share"],
+                            "with a duplicate entry": m["duplicate_answer_share"],
+                            "empty": m["empty_answer_share"],
+                        }
+                    )
+                check = folder / "order_check" / "metrics.json"
+                if check.exists():
+                    c = json.loads(check.read_text())
+                    orders.append(
+                        key
+                        | {
+                            "order": c["order"],
+                            "HR@1 given": m["HR@1"],
+                            f"HR@1 {c['order']}": c["HR@1"],
+                            "NDCG@3 given": m["NDCG@3"],
+                            f"NDCG@3 {c['order']}": c["NDCG@3"],
+                            "top-1 agreement": c["top1_agreement"],
+                        }
+                    )
+                if variant == "molorec" and "adapted_examples" in m:
+                    overlap.append(
+                        {
+                            "domain": domain,
+                            "scenario": scenario,
+                            "evaluated": m["n"],
+                            "adapted on": m["adapted_examples"],
+                            "share": m["adapted_examples"] / m["n"] if m["n"] else math.nan,
+                            "adapted excluded": m["exclude_adapted"],
+                        }
+                    )
+    parts = ["", "## Generated answers: invalid and duplicate entries", ""]
+    if answers:
+        parts += [
+            "The target's rank is its raw position in the answer split on `||`: an entry "
+            "that is not a candidate (invalid) or repeats an earlier one (duplicate) keeps "
+            "its slot. Shares of the answers with at least one invalid entry, with at least "
+            "one duplicate, and empty; valid_ratio: the share of entries that are candidates.",
+            "",
+            _markdown(pl.DataFrame(answers)),
+        ]
+    else:
+        parts.append(
+            "No variant generated its answers (evaluate.backend rank): each ranks every "
+            "candidate once, so no entry is invalid or repeated."
+        )
+    parts += ["", "## Candidate order check", ""]
+    if orders:
+        parts += [
+            "Every LLM variant evaluated a second time on the same examples with the "
+            "candidates re-ordered in the prompt (evaluate.order_check). Top-1 agreement: the "
+            "share of examples whose first-ranked candidate is the same in both orders (1 "
+            "without position bias; an invalid first entry agrees with nothing).",
+            "",
+            _markdown(pl.DataFrame(orders, infer_schema_length=None)),
+        ]
+    else:
+        parts.append("Not run (evaluate.order_check: none).")
+    if overlap:
+        excluded = all(row["adapted excluded"] for row in overlap)
+        parts += [
+            "",
+            "## Adaptation overlap",
+            "",
+            "Fusion adapts on the first fusion.n_prompts prompts of fusion.adapt_on, in the "
+            "order evaluation takes its examples. *adapted on*: how many of the evaluated "
+            "examples the molorec mixture adapted on (without their labels). "
+            + (
+                "evaluate.exclude_adapted: those are left out of every variant's evaluation."
+                if excluded
+                else "They are evaluated, as the paper does; evaluate.exclude_adapted leaves "
+                "them out of every variant's evaluation."
+            ),
+            "",
+            _markdown(pl.DataFrame(overlap)),
+        ]
+    return parts
