@@ -127,6 +127,11 @@ rule select_molorec:
         "../workflow/scripts/select_molorec.py"
 
 
+# The names the rule accepts are the registry's: adding a baseline is one class and one
+# BASELINES entry (molorec.baselines).
+from molorec.baselines import BASELINES
+
+
 rule evaluate_baseline:
     input:
         examples="results/data/{domain}/examples.parquet",
@@ -142,7 +147,7 @@ rule evaluate_baseline:
     wildcard_constraints:
         domain="|".join(TARGET_DOMAINS) or "^$",
         scenario="warm|cold",
-        baseline="random|pop|markov|sasrec",
+        baseline="|".join(BASELINES),
     conda:
         "../envs/molorec.yaml"
     threads: 1

@@ -118,9 +118,9 @@ def toy_sequences():
 
 
 def test_baselines_on_a_known_sequence():
-    from molorec.baselines import BASELINES, rank
+    from molorec.baselines import BASELINES, TrainingData, rank
 
-    seqs = toy_sequences()
+    seqs = TrainingData(toy_sequences())
     cands = ["d", "c", "b", "a"]
     pop = BASELINES["pop"](seed=0).fit(seqs)
     assert rank(pop, ["a"], cands)[0] == "d"
@@ -181,6 +181,7 @@ def test_no_cold_item_reaches_a_baseline():
 
 
 def test_evaluation_outputs_and_selection_without_test_labels(tmp_path):
+    from molorec.baselines import TrainingData
     from molorec.evaluate import metrics_of, predict_baseline, select_lr, write_evaluation
 
     rows = pl.DataFrame(
@@ -192,7 +193,7 @@ def test_evaluation_outputs_and_selection_without_test_labels(tmp_path):
             "candidates": [["d", "c", "b", "a"]] * 3,
         }
     )
-    preds = predict_baseline("markov", rows, toy_sequences(), seed=0)
+    preds = predict_baseline("markov", rows, TrainingData(toy_sequences()), seed=0)
     assert preds["ranking"].to_list()[0][0] == "c"
     metrics = write_evaluation(preds, tmp_path / "markov", seed=0)
     assert metrics["HR@1"] == 1.0 and metrics["n"] == 3 and metrics["valid_ratio"] == 1.0

@@ -67,10 +67,11 @@ def training_sequences(
     return seqs["item"].to_list()
 
 
-def predict_baseline(
-    name: str, rows: pl.DataFrame, sequences: list[list[str]], seed: int
-) -> pl.DataFrame:
-    model = BASELINES[name](seed=seed).fit(sequences)
+def predict_baseline(name: str, rows: pl.DataFrame, data, seed: int) -> pl.DataFrame:
+    """Rank every row's candidates with baseline ``name`` fitted on ``data``
+    (molorec.baselines.TrainingData, from baseline_training_data)."""
+    model = BASELINES[name](seed=seed).fit(data)
+
     rankings = [
         rank(model, h, c, key=f"{u}|{p}")
         for u, p, h, c in rows.select("user", "position", "history", "candidates").iter_rows()
@@ -336,3 +337,25 @@ def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> di
 
 def load_metrics(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def trained_items(examples: pl.DataFrame) -> set[str]:
+    """Every item in a row the domain adapter trained on (held_out false): its history,
+    target, candidates and answer. The novelty baseline picks the candidates outside it."""
+    trained = examples.filter(~pl.col("held_out"))
+    lists = [trained[c].explode() for c in ("history", "candidates", "answer")]
+    return set(pl.concat([*lists, trained["target"]]).drop_nulls().to_list())
+
+
+def baseline_training_data(
+    examples: pl.DataFrame, interactions: pl.DataFrame, items: pl.DataFrame, cold: set[str]
+):
+    """What every baseline may learn from: the training sequences (training_sequences),
+    the catalog's titles (items.parquet) and the items of the trained rows."""
+    from molorec.baselines import TrainingData
+
+    return TrainingData(
+        sequences=training_sequences(examples, interactions, cold),
+        titles=dict(zip(items["item"].to_list(), items["title"].to_list(), strict=True)),
+        trained=frozenset(trained_items(examples)),
+    )

@@ -4,9 +4,9 @@ import polars as pl
 
 from molorec.data.examples import ExampleSettings, cold_items
 from molorec.evaluate import (
+    baseline_training_data,
     predict_baseline,
     scenario_examples,
-    training_sequences,
     write_evaluation,
 )
 from molorec.runlog import log_to
@@ -20,11 +20,14 @@ with log_to(snakemake.log[0]) as log:
     )
     # The cold items as the examples stage drew them: the baselines learn from the items the
     # adapters may train on, no more.
-    items = pl.read_parquet(snakemake.input.catalog)["item"].to_list()
+    catalog = pl.read_parquet(snakemake.input.catalog)
+    items = catalog["item"].to_list()
     example_settings = ExampleSettings(**snakemake.params.example_settings)
     cold = {i for i, c in zip(items, cold_items(items, example_settings), strict=True) if c}
-    sequences = training_sequences(examples, pl.read_parquet(snakemake.input.interactions), cold)
-    predictions = predict_baseline(snakemake.wildcards.baseline, rows, sequences, s["seed"])
+    data = baseline_training_data(
+        examples, pl.read_parquet(snakemake.input.interactions), catalog, cold
+    )
+    predictions = predict_baseline(snakemake.wildcards.baseline, rows, data, s["seed"])
     out = snakemake.output[0].rsplit("/", 1)[0]
     metrics = write_evaluation(predictions, out, s["seed"], s["bootstrap"])
     log.info("%d examples: %s", metrics["n"], {k: metrics[k] for k in ("HR@1", "NDCG@3")})

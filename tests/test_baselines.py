@@ -1,0 +1,168 @@
+"""The content and novelty baselines, the id_only flag, and the registry as the one list of
+baselines (the schema's enum and the evaluation rule's wildcard follow it)."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+import yaml
+from conftest import REPO, sample_config
+
+from molorec.baselines import BASELINES, TrainingData, rank
+
+TITLES = {
+    "serum": "Kalo Vitamin C Face Serum",
+    "toner": "Kalo Rose Toner",  # shares the brand and more with the history's serum
+    "hose": "Garden Hose 50 ft",
+    "drill": "Cordless Drill Driver",
+    "socks": "Wool Hiking Socks",
+    "lamp": "Desk Lamp LED",
+    # Titles sharing no character with the others: every baseline ties them.
+    "n1": "1111",
+    "n2": "2222",
+    "n3": "3333",
+}
+
+
+def fitted(name: str, data: TrainingData, seed: int = 0):
+    return BASELINES[name](seed=seed).fit(data)
+
+
+def test_content_ranks_the_candidate_sharing_title_words_first():
+    history = ["serum", "lamp"]
+    candidates = ["hose", "drill", "toner", "socks"]
+    for seed in range(5):  # the tie-break cannot be what puts it first
+        model = fitted("content", TrainingData([], titles=TITLES), seed)
+        for order in itertools.permutations(candidates):
+            assert rank(model, history, list(order))[0] == "toner"
+
+
+def test_content_matches_chinese_course_names_by_characters():
+    """Course names have no spaces: a word analyzer would see 物理化学 and 无机化学 as two
+    unrelated tokens; the candidate sharing 化学 must come first."""
+    titles = {
+        "phys": "物理化学",
+        "inorg": "无机化学",
+        "poetry": "古典诗词鉴赏",
+        "systems": "计算机系统基础",
+        "history": "中国文学史",
+    }
+    for seed in range(8):
+        model = fitted("content", TrainingData([], titles=titles), seed)
+        assert rank(model, ["phys"], ["poetry", "systems", "inorg", "history"])[0] == "inorg"
+
+
+def test_content_weights_the_last_history_titles_most():
+    """Two candidates, each like one history title as much as the other: the one like the
+    later title wins, whichever order the history has."""
+    titles = {
+        "a": "Kalo Serum",
+        "b": "Mire Serum",
+        "a2": "Kalo Toner",
+        "b2": "Mire Toner",
+        "x": "Desk Lamp",
+    }
+    model = fitted("content", TrainingData([], titles=titles))
+    assert rank(model, ["a", "b"], ["a2", "b2", "x"])[0] == "b2"
+    assert rank(model, ["b", "a"], ["a2", "b2", "x"])[0] == "a2"
+
+
+def test_content_needs_titles():
+    with pytest.raises(ValueError, match="titles"):
+        fitted("content", TrainingData([["a", "b"]]))
+
+
+def test_novelty_ranks_the_candidates_no_trained_row_contains_first():
+    data = TrainingData([], trained=frozenset({"a", "b", "c"}))
+    model = fitted("novelty", data)
+    for order in itertools.permutations(["a", "x", "b", "y", "c"]):
+        ranking = rank(model, ["a"], list(order))
+        assert set(ranking[:2]) == {"x", "y"}
+        assert ranking == rank(model, ["a"], ["a", "x", "b", "y", "c"])  # hash order
+
+
+def test_trained_items_are_every_item_of_the_rows_trained_on():
+    from molorec.evaluate import trained_items
+
+    examples = pl.DataFrame(
+        {
+            "history": [["h1"], ["h2"]],
+            "target": ["t1", "t2"],
+            "candidates": [["t1", "n1"], ["t2", "n2"]],
+            "answer": [["t1", "ans1"], ["t2", "ans2"]],  # ans1: in no other column
+            "held_out": [False, True],
+        }
+    )
+    assert trained_items(examples) == {"h1", "t1", "n1", "ans1"}
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_id_only_says_which_baselines_know_no_cold_item(name):
+    """id_only baselines rank an item absent from every training sequence below the trained
+    items (0 on cold targets among trained negatives); the others need not."""
+    sequences = [["serum", "toner", "lamp"], ["toner", "lamp", "hose"], ["lamp", "drill"]] * 3
+    trained = frozenset(i for s in sequences for i in s)
+    # "socks" is cold (in no sequence and no trained row); the history, "boots", shares its
+    # title's words, so a content baseline has reason to rank it first.
+    titles = TITLES | {"boots": "Wool Hiking Boots"}
+    data = TrainingData(sequences, titles=titles, trained=trained)
+    lasts = {
+        rank(fitted(name, data, seed), history, ["lamp", "socks", "toner"], key=str(seed))[-1]
+        for seed in range(6)
+        for history in (["boots"], ["serum", "boots"])  # no item trained on; one
+    }
+    if BASELINES[name].id_only:
+        assert lasts == {"socks"}
+    else:
+        assert lasts != {"socks"}
+
+
+@pytest.mark.parametrize("name", sorted(set(BASELINES) - {"random"}))
+def test_baselines_are_deterministic_and_blind_to_candidate_order(name):
+    """Same inputs, same ranking, from a second fit too; and the candidates' order never
+    decides it (random is drawn per position, by design)."""
+    sequences = [["serum", "toner", "lamp"], ["toner", "lamp", "hose"], ["lamp", "drill"]] * 3
+    data = TrainingData(sequences, titles=TITLES, trained=frozenset({"serum", "toner", "lamp"}))
+    candidates = ["n1", "toner", "n2", "lamp", "n3"]  # three exact ties
+    first = rank(fitted(name, data, 3), ["serum", "toner"], candidates, key="u|1")
+    again = fitted(name, data, 3)
+    for order in itertools.permutations(candidates):
+        assert rank(again, ["serum", "toner"], list(order), key="u|1") == first
+
+
+def test_schema_lists_the_registry_and_runs_every_baseline_by_default():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    spec = schema["properties"]["evaluate"]["properties"]["baselines"]
+    assert set(spec["items"]["enum"]) == set(BASELINES)
+    assert {"content", "novelty"} <= set(spec["default"])
+
+
+def plan(workdir, target: str, planted: str) -> subprocess.CompletedProcess:
+    """A dry run for one baseline's metrics, with ``planted`` added to BASELINES first (in
+    the process that reads the Snakefile, which imports the registry)."""
+    config = sample_config()
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    code = (
+        "import sys; import molorec.baselines as b; "
+        f"b.BASELINES[{planted!r}] = b.Random; "
+        "from snakemake.cli import main; sys.argv = ['snakemake'] + sys.argv[1:]; main()"
+    )
+    cmd = [sys.executable, "-c", code, "-s", str(REPO / "Snakefile"), "--dry-run", "--nolock"]
+    cmd += ["--cores", "1", "--directory", str(workdir), target]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_the_rule_accepts_exactly_the_registrys_names(tmp_path):
+    """The evaluation rule's wildcard is built from BASELINES: a name added there is planned
+    with no edit of the rule; a name not there is not."""
+    added = plan(tmp_path, "results/eval/beauty/warm/planted/metrics.json", "planted")
+    assert added.returncode == 0, added.stderr[-2000:]
+    assert "evaluate_baseline" in added.stdout
+    missing = plan(tmp_path, "results/eval/beauty/warm/unlisted/metrics.json", "planted")
+    assert missing.returncode != 0
+    assert "No rule to produce results/eval/beauty/warm/unlisted" in missing.stdout
