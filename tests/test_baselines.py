@@ -1,4 +1,4 @@
-"""The content and novelty baselines, the id_only flag, and the registry as the one list of
+"""The content, brand and novelty baselines, the id_only flag, and the registry as the one list of
 baselines (the schema's enum and the evaluation rule's wildcard follow it)."""
 
 from __future__ import annotations
@@ -71,9 +71,24 @@ def test_content_weights_the_last_history_titles_most():
     assert rank(model, ["b", "a"], ["a2", "b2", "x"])[0] == "a2"
 
 
-def test_content_needs_titles():
+@pytest.mark.parametrize("name", ["content", "brand"])
+def test_title_baselines_need_titles(name):
     with pytest.raises(ValueError, match="titles"):
-        fitted("content", TrainingData([["a", "b"]]))
+        fitted(name, TrainingData([["a", "b"]]))
+
+
+def test_brand_ranks_the_candidates_starting_with_the_last_titles_first_word_first():
+    titles = TITLES | {
+        "cleanser": "Kalo Foam Cleanser",
+        "mask": "Mire Face Mask",
+        "cream": "Mire Night Cream",
+    }
+    for seed in range(5):
+        model = fitted("brand", TrainingData([], titles=titles), seed)
+        for order in itertools.permutations(["mask", "toner", "hose", "cleanser"]):
+            # the history's earlier titles do not count: only the last one's first word
+            assert set(rank(model, ["lamp", "serum"], list(order))[:2]) == {"toner", "cleanser"}
+            assert rank(model, ["serum", "cream"], list(order))[0] == "mask"
 
 
 def test_novelty_ranks_the_candidates_no_trained_row_contains_first():

@@ -1,5 +1,5 @@
-"""Non-LLM baselines scored on the same candidates: random, pop, markov, sasrec, content
-and novelty.
+"""Non-LLM baselines scored on the same candidates: random, pop, markov, sasrec, content,
+brand and novelty.
 
 Each is fitted on what the adapters may learn from (TrainingData: the domain's training
 sequences, the item titles, the items of the rows an adapter trained on) and scores an
@@ -267,6 +267,33 @@ class Content(Baseline):
         return cosines @ weights + tie
 
 
+class Brand(Baseline):
+    """Issue 19's two-line heuristic: the candidates whose title starts with the word the
+    last history title starts with (on Amazon titles, mostly the brand) first, the seeded
+    per-item hash ordering each group. Content's TF-IDF cosine rewards titles of the same
+    kind of product; a user loyal to a brand buys other kinds from it, which this catches.
+    A Chinese course name has no spaces, so it is one word: there it matches no candidate
+    (a user's own items are never candidates) and is the tie-break alone."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.first: dict[str, str] = {}
+
+    def fit(self, data: TrainingData) -> Brand:
+        if not data.titles:
+            raise ValueError("the brand baseline needs the item titles (TrainingData.titles)")
+        self.first = {i: (t.split() or [""])[0].lower() for i, t in data.titles.items()}
+        return self
+
+    def score(self, history, candidates, key: str = "") -> np.ndarray:
+        tie = _tiebreak(candidates, self.seed) * 1e-3
+        if not history:
+            return tie
+        last = self.first[history[-1]]
+        same = np.array([self.first[c] == last for c in candidates], dtype=np.float64)
+        return same + tie
+
+
 class Novelty(Baseline):
     """What 'pick the unfamiliar title' scores: the candidates that no trained row contains
     first, the seeded per-item hash ordering each group. A cold figure at or below it shows
@@ -291,6 +318,7 @@ BASELINES: dict[str, type[Baseline]] = {
     "markov": Markov,
     "sasrec": SASRec,
     "content": Content,
+    "brand": Brand,
     "novelty": Novelty,
 }
 
