@@ -84,9 +84,21 @@ def test_answer_loss_equals_full_logits_loss_and_scores_only_answers(tiny, token
     reference = full_logits_loss(model, batch)
     assert n == int(batch["answer"][:, 1:].sum())
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4)
-    # Prompt tokens are never labels: changing them as labels changes nothing, while
-    # changing an answer token does change the loss.
-    assert n == sum(len(tokenizer(m[-1]["content"])["input_ids"]) + 1 for m in convs)
+    # Prompt tokens are never labels: the label mask (batch["answer"]; the ignore index
+    # -100 wherever it is False) is False at every token of the prompt as inference encodes
+    # it, and at padding; it is True at exactly the answer's tokens and the end of turn.
+    labels = batch["input_ids"].masked_fill(~batch["answer"], -100)
+    for row, messages in enumerate(convs):
+        prompt = tokenizer.apply_chat_template(
+            messages[:-1], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        answer = tokenizer(messages[-1]["content"] + tokenizer.eos_token)["input_ids"]
+        width = len(prompt) + len(answer)
+        assert batch["input_ids"][row, : len(prompt)].tolist() == prompt
+        assert (labels[row, : len(prompt)] == -100).all()
+        assert labels[row, len(prompt) : width].tolist() == answer
+        assert (labels[row, width:] == -100).all()
+    # Changing an answer token changes the loss.
     changed = dict(batch)
     ids = batch["input_ids"].clone()
     first_answer = int(batch["answer"][0].nonzero()[0])

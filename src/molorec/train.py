@@ -160,15 +160,21 @@ def collate(batch: list[Encoded], pad_id: int, device) -> dict[str, torch.Tensor
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over answer tokens, with logits computed only there.
 
-    Position t predicts token t+1, so the hidden states feeding answer tokens are those one
-    step to the left; they are gathered before the LM head.
+    Position t predicts token t+1, so the logits kept are those one step to the left of the
+    answer tokens. The model's own forward drops the other positions before its LM head
+    (``logits_to_keep`` as a boolean mask): no attribute of the model is reached into, so
+    any causal LM works, whatever it names its body and head (Qwen2 ``model``/``lm_head``,
+    GPT-2 ``transformer``, BioGPT ``biogpt``/``output_projection``), and whatever its forward
+    does to the logits after the head (soft-capping, scaling) is kept.
     """
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = causal_lm.model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
     scored = batch["answer"][:, 1:]
-    logits = causal_lm.lm_head(hidden[:, :-1][scored]).float()
+    keep = torch.cat([scored, torch.zeros_like(scored[:, :1])], dim=1)
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        logits_to_keep=keep,
+        use_cache=False,
+    ).logits.float()
     targets = batch["input_ids"][:, 1:][scored]
     return F.cross_entropy(logits, targets, reduction="sum"), int(scored.sum())
 
