@@ -2,21 +2,28 @@
 (its params, or its resources), and the code reads it. A key that does nothing fails here.
 
 Dry runs against the one-target workdir (conftest.one_target_run): a changed setting must
-plan at least one job; a resource must change a job's resources line.
+plan at least one job; a resource must change a job's resources line. The code reads a key
+where its section is consumed (READERS, and the statements of the rules that take the section
+from the config), by name: a short key such as k or lr counts only there.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
+import functools
+import importlib.util
+import io
 import re
 import subprocess
 import sys
+import tokenize
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, sample_config
 
 from molorec.config import check_config, load_schema
 from molorec.data.instructions import DEFAULT_PROMPT
@@ -36,12 +43,33 @@ SPECIAL = {
     "slurm_partition": "gpu",
     "user": DEFAULT_PROMPT["user"] + " Be brief.",  # a template must keep its fields
 }
-CODE = [
-    *(REPO / "src/molorec").rglob("*.py"),
+PACKAGE = REPO / "src/molorec"
+# The code that passes settings on to the stages (some keys only shape the jobs there:
+# fusion.lr_grid, evaluate.group_variants); a statement here reads the keys of the sections it
+# takes from the config (config["fusion"]).
+ROUTES = [
     *(REPO / "rules").glob("*.smk"),
     *(REPO / "workflow/scripts").glob("*.py"),
-    REPO / "profiles/slurm/config.yaml",
+    PACKAGE / "config.py",
 ]
+# The modules that consume each section (globs under src/molorec). A key counts as read only
+# where its section is consumed: a short key (k, lr, seed) appears somewhere in almost any
+# code base, and there proves nothing.
+READERS = {
+    "seed": [],  # config["seed"], passed on by the routes
+    "domains": ["data/*.py", "io/*.py"],
+    "data": ["data/*.py", "io/*.py"],
+    "prompt": ["data/instructions.py"],
+    "model": ["model.py"],
+    "train": ["train.py"],
+    "fusion": ["fusion.py"],
+    "evaluate": ["evaluate.py", "predict.py", "baselines.py", "metrics.py", "report.py"],
+    "report": ["report.py"],
+    "resources": [],  # Snakemake and its SLURM executor read a job's resources (RESOURCE_READERS)
+}
+# Where Snakemake reads a job's standard resources, and its SLURM executor (a test extra) the
+# SLURM ones: package -> files.
+RESOURCE_READERS = {"snakemake": "resources.py", "snakemake_executor_plugin_slurm": "*.py"}
 
 
 def resolve(node: dict) -> dict:
@@ -131,10 +159,87 @@ def resource_lines(output: str) -> list[str]:
     return sorted(re.findall(r"^\s+((?:resources|threads): .*)$", output, re.M))
 
 
-def reads(key: str) -> bool:
-    """The key appears in the code as something read: a subscript, attribute or keyword."""
-    pattern = re.compile(rf"""["']{key}["']|\.{key}\b|\b{key}=|\b{key}:""")
-    return any(pattern.search(path.read_text()) for path in CODE)
+def statements(path: Path) -> list[tuple[set[str], set[str]]]:
+    """Per top-level statement of a file (Python or Snakemake: a def, a rule, an assignment),
+    the config sections it reads (``config["fusion"]``, ``config.get("fusion")``) and the
+    names it could read a setting by: a string literal (a subscript, ``.get``, a tuple of
+    keys), an attribute (``.key``), a keyword inside brackets (``key=``) and a name annotated
+    at the start of a line (a dataclass field ``key: int``). Not comments, a ``lambda k:``, a
+    loop variable, nor a name inside a longer word."""
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
+    tokens = [t for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL)]
+    found, depth, level = [], 0, 0
+    for i, token in enumerate(tokens):
+        before = tokens[i - 1] if i else None
+        after = tokens[i + 1].string if i + 1 < len(tokens) else ""
+        starts_line = before is None or before.type in LINE_STARTS
+        level += (token.type == tokenize.INDENT) - (token.type == tokenize.DEDENT)
+        if starts_line and level == 0 and token.type not in LINE_STARTS:
+            found.append((set(), set()))
+        if not found:
+            continue
+        sections, names = found[-1]
+        if token.type == tokenize.OP:
+            depth += (token.string in "([{") - (token.string in ")]}")
+        elif token.type == tokenize.STRING:
+            try:
+                value = ast.literal_eval(token.string)
+            except (SyntaxError, ValueError):  # an f-string
+                continue
+            if isinstance(value, str):
+                names.add(value)
+                lead = "".join(t.string for t in tokens[max(i - 4, 0) : i])
+                if lead.endswith(("config[", "config.get(")):
+                    sections.add(value)
+        elif token.type == tokenize.NAME and (
+            (before is not None and before.string == ".")
+            or (after == "=" and depth > 0)
+            or (after == ":" and depth == 0 and starts_line)
+        ):
+            names.add(token.string)
+    return found
+
+
+LINE_STARTS = (tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+
+
+def package_files(name: str, glob: str) -> list[Path]:
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations, f"{name} is not installed"
+    return sorted(Path(next(iter(spec.submodule_search_locations))).glob(glob))
+
+
+@functools.cache
+def section_names(section: str) -> frozenset[str]:
+    """The names the code of a section could read a key by: anywhere in its consumers, and
+    in the statements of the routes that read the section (``config["fusion"]``)."""
+    assert section in READERS, f"config section {section!r}: add its consumers to READERS"
+    consumers = [path for glob in READERS[section] for path in PACKAGE.glob(glob)]
+    if section == "resources":
+        consumers += [
+            p for name, glob in RESOURCE_READERS.items() for p in package_files(name, glob)
+        ]
+    names = {n for path in consumers for _, found in statements(path) for n in found}
+    for path in ROUTES:
+        for sections, found in statements(path):
+            if section in sections:
+                names |= found
+    return frozenset(names)
+
+
+@functools.cache
+def route_names() -> frozenset[str]:
+    return frozenset(n for path in ROUTES for _, found in statements(path) for n in found)
+
+
+def reads(path: tuple[str, ...]) -> bool:
+    """Whether the code of the setting's section reads its key. A key of a setting that is
+    indexed by a variable (fusion.n_prompts.warm: by the scenario) is read where that
+    setting is, and the routes name the key (SCENARIOS = ["warm", "cold"])."""
+    if path[-1] in section_names(path[0]):
+        return True
+    nested = len(path) > 2 and path[-2] in section_names(path[0])
+    return nested and path[-1] in route_names()
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +283,30 @@ def test_every_setting_changes_a_job(settings_walk):
             changed = resource_lines(out) != baseline_resources
         else:
             changed = "Nothing to be done" not in out and "Job stats:" in out
-        if not changed or not reads(path[-1]):
+        if not changed:
             dead.append(".".join(path))
-    assert not dead, f"settings that change no job or that no code reads: {dead}"
+    assert not dead, f"settings that change no job: {dead}"
+
+
+def schema_keys(schema: dict) -> list[tuple[str, ...]]:
+    """The path of every setting the walk changes, on the sample config (its domains)."""
+    config = check_config(sample_config(), base_dir=REPO)
+    return [path for path, _ in leaves(schema, config)]
+
+
+def unread(schema: dict) -> list[str]:
+    return [".".join(path) for path in schema_keys(schema) if not reads(path)]
+
+
+def test_every_setting_is_read_where_its_section_is_consumed():
+    missing = unread(SCHEMA)
+    assert not missing, f"settings that the code of their section never reads: {missing}"
+
+
+def test_a_short_key_counts_as_read_only_in_its_own_section():
+    # fusion.k is read (FusionSettings.k, the rules' list of fusion keys); a k in another
+    # section, or a one-letter key the code never names, is not, though both letters
+    # appear all over the code (lambda k:, for k in, k=v).
+    assert reads(("fusion", "k")) and reads(("train", "lr")) and reads(("seed",))
+    assert not reads(("data", "k")) and not reads(("fusion", "v"))
+    assert not reads(("fusion", "lora_r"))  # a train key, read by train.py only
