@@ -149,6 +149,24 @@ def test_baselines_are_deterministic_and_blind_to_candidate_order(name):
         assert rank(again, ["serum", "toner"], list(order), key="u|1") == first
 
 
+@pytest.mark.parametrize("name", sorted(n for n, b in BASELINES.items() if b.id_only))
+def test_items_no_sequence_holds_are_ordered_by_the_seeded_hash_alone(name):
+    """A cold list (every candidate cold) is ordered by the per-item hash, the same for
+    every order of the candidates: no floor of the scores may round the tie-break away."""
+    import random
+
+    sequences = [["serum", "toner", "lamp"], ["toner", "lamp", "hose"], ["lamp", "drill"]] * 3
+    model = fitted(name, TrainingData(sequences, titles=TITLES))
+    cold = [f"cold{k}" for k in range(12)]
+    for history in (["serum", "toner"], ["unknown"]):
+        expected = rank(model, history, cold)
+        shuffled = list(cold)
+        for k in range(10):
+            random.Random(k).shuffle(shuffled)
+            assert rank(model, history, shuffled) == expected
+            assert rank(model, history, shuffled[::-1]) == expected
+
+
 def test_schema_lists_the_registry_and_runs_every_baseline_by_default():
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     spec = schema["properties"]["evaluate"]["properties"]["baselines"]

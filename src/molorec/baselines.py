@@ -210,11 +210,15 @@ class SASRec(Baseline):
         known = [self.index.get(c, 0) for c in candidates]
         never_trained = np.array(known) == 0
         if not seq:  # no history item was trained on: the tie-break, unknown items last
-            return tie - 1e9 * never_trained
+            return tie - never_trained
         with torch.no_grad():
             hidden = self.net(torch.tensor([seq]))[0, -1]
             scores = (self.net.items.weight[known] @ hidden).numpy().astype(np.float64)
-        scores[never_trained] = -1e9  # never-trained items rank last
+        # Never-trained items rank last, in tie-break order among themselves: one below the
+        # lowest learned score (beside a -1e9 floor the 1e-6 tie-break rounds away, and
+        # the candidates' order would decide).
+        trained = scores[~never_trained]
+        scores[never_trained] = trained.min() - 1.0 if trained.size else 0.0
         return scores + tie
 
 
