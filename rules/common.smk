@@ -74,6 +74,24 @@ def examples_params(wildcards):
     return vars(example_settings(config, wildcards.domain))
 
 
+# The (user, item) pairs the pooled general set shows (rule pool_general_instructions).
+POOLED_PAIRS = "results/data/general/pooled_pairs.parquet"
+
+
+def examples_inputs(wildcards):
+    """A domain's interactions and items; for a target domain of a run that pools general
+    data, also the pool's pairs: its held-out examples adapt to the pool (never the pool
+    to the targets, so a new target domain leaves the general adapter alone)."""
+    data = f"results/data/{wildcards.domain}"
+    inputs = {
+        "interactions": f"{data}/interactions.parquet",
+        "catalog": f"{data}/items.parquet",
+    }
+    if domain_spec(wildcards)["role"] == "target" and GENERAL_DOMAINS:
+        inputs["pooled_pairs"] = POOLED_PAIRS
+    return inputs
+
+
 def cold_item_params(wildcards):
     """What the cold items are drawn from (molorec.data.examples.cold_items)."""
     keys = ("seed", "domain", "role", "cold_item_fraction")

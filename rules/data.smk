@@ -27,8 +27,7 @@ rule ingest_domain:
 
 rule build_examples:
     input:
-        interactions="results/data/{domain}/interactions.parquet",
-        catalog="results/data/{domain}/items.parquet",
+        unpack(examples_inputs),
     output:
         examples="results/data/{domain}/examples.parquet",
         summary="results/data/{domain}/examples.json",
@@ -72,9 +71,15 @@ rule build_instructions:
 
 rule pool_general_instructions:
     input:
-        expand("results/data/{domain}/instructions.parquet", domain=GENERAL_DOMAINS),
+        instructions=expand(
+            "results/data/{domain}/instructions.parquet", domain=GENERAL_DOMAINS
+        ),
+        examples=expand(
+            "results/data/{domain}/examples.parquet", domain=GENERAL_DOMAINS
+        ),
     output:
-        "results/data/general/instructions.parquet",
+        instructions="results/data/general/instructions.parquet",
+        pairs=POOLED_PAIRS,
     log:
         "logs/data/general/pool.log",
     benchmark:

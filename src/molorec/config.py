@@ -213,6 +213,7 @@ def example_settings(config: dict, domain: str) -> ExampleSettings:
         domain_train_samples=data["domain_train_samples"],
         cold_item_fraction=data["cold_item_fraction"],
         selection_fraction=data["selection_fraction"],
+        held_out_negatives=data["held_out_negatives"],
     )
 
 

@@ -9,5 +9,6 @@ with log_to(snakemake.log[0]) as log:
         snakemake.input.catalog,
         examples.ExampleSettings(**snakemake.params.settings),
         {"examples": snakemake.output.examples, "summary": snakemake.output.summary},
+        snakemake.input.get("pooled_pairs"),
     )
-    log.info("examples per split: %s", summary["examples"])
+    log.info("examples per split: %s; skipped: %s", summary["examples"], summary["skipped"])

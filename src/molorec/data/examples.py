@@ -6,17 +6,33 @@ example (its negatives, their order, the noise titles of its answer, whether a t
 example is sampled) is seeded from (seed, domain, user, split, position) only, so adding
 users or domains never changes another example.
 
-Cold start (target domains): each item is cold with probability ``cold_item_fraction``,
-drawn from its own seeded hash, so adding items never changes another item. Cold items
-never appear in an example the adapters train on (history, target and candidates alike);
-val/test examples whose target is cold are flagged.
+Cold start: each item is cold with probability ``cold_item_fraction``, drawn from its own
+seeded hash of the item id alone, so adding items never changes another item and an item
+is cold in every domain that lists it. Cold items never appear in an example an adapter
+trains on (history, target and candidates alike), in a general domain as in a target one:
+so no row of the pooled general set shows a target domain's cold item, whichever domains a
+run lists (the same dump as a general and a target domain; Amazon categories that share
+asins). Val/test examples whose target is cold are flagged.
 
 Held out: an example no adapter trains on. Test examples; validation examples with a cold
 target; and the validation examples of the selection users, a seeded
 ``selection_fraction`` of users (drawn from the user id alone, so a user is a selection user
 in every domain). The selection users' validation examples are the selection set, on which
-the fusion learning rate is chosen: a cold validation example of another user is not, since
-a dump listed as both a general and a target domain pools it into the general set.
+the fusion learning rate is chosen.
+
+Negatives of a held-out example (``held_out_negatives``): ``matched`` draws them from the
+target's own temperature, so that no candidate stands out as the one title no adapter has
+seen. A warm target gets warm negatives; a cold target gets cold items the user never
+interacted with, and where too few are left, warm items fill the rest of the list: the
+summary counts the cold examples by their number of warm negatives. ``any`` is the old
+draw (any item the user never interacted with), kept for comparison only: a cold target is
+then one of the very few never-trained titles in its list (the novelty shortcut).
+
+The general pool (molorec.data.instructions.pool_instructions) writes the (user, item)
+pairs its rows show. A target domain built against that file never holds out an example
+whose (user, target) pair is among them: the general adapter was trained on it. Such an
+example is left out, counted by split in the summary's ``skipped``. The target side adapts
+to the pool, never the reverse, so adding a target domain never changes the general set.
 """
 
 from __future__ import annotations
@@ -43,6 +59,7 @@ class ExampleSettings:
     domain_train_samples: int = 30000
     cold_item_fraction: float = 0.1
     selection_fraction: float = 0.1
+    held_out_negatives: str = "matched"  # matched | any
 
 
 def stable_hash(*parts: object) -> int:
@@ -64,11 +81,14 @@ def unit_hash(*parts: object) -> float:
 
 def cold_items(items: list[str], s: ExampleSettings) -> np.ndarray:
     """Boolean mask: each item is cold with probability ``cold_item_fraction``, by its own
-    seeded draw. The adapters and the baselines both learn from the other items only."""
-    if s.role != "target" or s.cold_item_fraction <= 0:
+    seeded draw. The adapters and the baselines both learn from the other items only.
+
+    The draw reads the item id and the seed, not the domain or its role: an item listed by
+    a general and a target domain is cold in both, so the general pool never shows it."""
+    if s.cold_item_fraction <= 0:
         return np.zeros(len(items), dtype=bool)
     return np.array(
-        [unit_hash(s.seed, s.domain, "cold", it) < s.cold_item_fraction for it in items], dtype=bool
+        [unit_hash(s.seed, "cold", it) < s.cold_item_fraction for it in items], dtype=bool
     )
 
 
@@ -109,6 +129,16 @@ def _train_positions(
     return user_idx, pos
 
 
+@dataclass(frozen=True)
+class _Catalog:
+    """The items as the draws see them: codes 0..n-1, their title codes and temperature."""
+
+    n: int
+    titles: list[int]
+    cold: list[bool]
+    cold_codes: np.ndarray
+
+
 def _negatives(
     rng: np.random.Generator,
     target: int,
@@ -117,15 +147,19 @@ def _negatives(
     cold: list[bool] | None,
     title_code: list[int],
     need: int,
+    taken: set[int] | None = None,
 ) -> list[int]:
     """``need`` distinct items drawn uniformly among those the user never interacted with
-    (and, where ``cold`` is given, that are warm), never two sharing a title.
+    (and, where ``cold`` is given, that are warm), never two sharing a title, nor a title of
+    the target or of ``taken`` (title codes already in the list).
 
     Two items with the same title would make an exact title match ambiguous, so a
     candidate list never holds two of them.
     """
     chosen: list[int] = []
-    titles = {title_code[target]}
+    if need <= 0:
+        return chosen
+    titles = {title_code[target], *(taken or ())}
     for _ in range(1000):
         for c in rng.integers(0, n_items, size=2 * (need - len(chosen)) + 8).tolist():
             if c in interacted or (cold is not None and cold[c]) or title_code[c] in titles:
@@ -135,6 +169,57 @@ def _negatives(
             if len(chosen) == need:
                 return chosen
     raise ValueError("not enough eligible negative items")
+
+
+def _cold_negatives(
+    rng: np.random.Generator,
+    target: int,
+    cold_codes: np.ndarray,
+    interacted: set[int],
+    title_code: list[int],
+    need: int,
+) -> list[int]:
+    """Up to ``need`` distinct cold items the user never interacted with, never two sharing
+    a title (nor the target's): the cold items in a seeded order, taken while eligible, so
+    the draw is uniform and ends when they run out (fewer than ``need`` then)."""
+    chosen: list[int] = []
+    titles = {title_code[target]}
+    order = rng.permutation(len(cold_codes))
+    chunk = 2 * need + 8  # most lists fill from the first chunk; no full list conversion
+    for lo in range(0, len(order), chunk):
+        for c in cold_codes[order[lo : lo + chunk]].tolist():
+            if c in interacted or title_code[c] in titles:
+                continue
+            titles.add(title_code[c])
+            chosen.append(c)
+            if len(chosen) == need:
+                return chosen
+    return chosen
+
+
+def _draw_negatives(
+    rng: np.random.Generator,
+    target: int,
+    trained_on: bool,
+    s: ExampleSettings,
+    items: _Catalog,
+    interacted: set[int],
+    need: int,
+) -> list[int]:
+    """The negatives of one example (module docstring): warm for a trained row and, under
+    ``matched``, of the target's temperature for a held-out one, warm items filling a cold
+    list where too few cold items are left; any temperature for a held-out one under
+    ``any``."""
+    if not trained_on and s.held_out_negatives == "any":
+        return _negatives(rng, target, items.n, interacted, None, items.titles, need)
+    if trained_on or not items.cold[target]:
+        return _negatives(rng, target, items.n, interacted, items.cold, items.titles, need)
+    chosen = _cold_negatives(rng, target, items.cold_codes, interacted, items.titles, need)
+    taken = {items.titles[c] for c in chosen}
+    fill = _negatives(
+        rng, target, items.n, interacted, items.cold, items.titles, need - len(chosen), taken
+    )
+    return chosen + fill
 
 
 @dataclass
@@ -158,14 +243,25 @@ class _Columns:
 
 
 def build_examples(
-    interactions: pl.DataFrame, items: pl.DataFrame, s: ExampleSettings
+    interactions: pl.DataFrame,
+    items: pl.DataFrame,
+    s: ExampleSettings,
+    pooled_pairs: pl.DataFrame | pl.LazyFrame | None = None,
 ) -> tuple[pl.DataFrame, dict]:
+    """The examples of one domain and their summary. ``pooled_pairs`` (user, item): the
+    pairs the pooled general set shows, for a target domain; a held-out example whose
+    (user, target) is among them is left out (module docstring)."""
     item_ids = items["item"].to_list()
     n_items = len(item_ids)
     code_of = {it: i for i, it in enumerate(item_ids)}
-    title_code = items["title"].rank("dense").to_list()
     cold = cold_items(item_ids, s)
     warm = ~cold
+    catalog = _Catalog(
+        n=n_items,
+        titles=items["title"].rank("dense").to_list(),
+        cold=cold.tolist(),
+        cold_codes=np.flatnonzero(cold),
+    )
 
     # interactions.parquet is ordered by user, then time: one contiguous run per user.
     codes = np.fromiter((code_of[i] for i in interactions["item"]), dtype=np.int64)
@@ -173,6 +269,7 @@ def build_examples(
     users = runs["user"].to_list()
     offsets = _offsets(runs["len"].to_numpy())
     warm_codes = warm[codes]
+    in_pool = _pairs_in_pool(interactions, pooled_pairs) if s.role == "target" else set()
 
     if s.role == "target":
         train_user, train_pos = _train_positions(users, offsets, warm_codes, s)
@@ -181,10 +278,12 @@ def build_examples(
     train_at = np.searchsorted(train_user, np.arange(len(users) + 1))
 
     need = s.n_candidates - 1
-    cold_list = cold.tolist()
     selection = selection_users(users, s).tolist()
     out = _Columns.empty()
     counts = {"users_too_short": 0, "val_cold": 0, "test_cold": 0, "selection": 0}
+    skipped = {"val_pair_in_general_pool": 0, "test_pair_in_general_pool": 0}
+    # Cold held-out examples by how many warm items their list holds (split -> n -> count).
+    warm_in_cold = {"val": {}, "test": {}}
     for u, user in enumerate(users):
         seq = codes[offsets[u] : offsets[u + 1]]
         n = len(seq)
@@ -198,26 +297,24 @@ def build_examples(
             target = int(seq[p])
             is_cold = bool(cold[target])
             held_out = split == "test" or (split == "val" and (is_cold or selection[u]))
+            if held_out and (user, item_ids[target]) in in_pool:
+                skipped[f"{split}_pair_in_general_pool"] += 1
+                continue
             trained_on = not held_out
             history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
             history = history[-s.max_history :]
             rng = example_rng(s, user, split, p)
             try:
-                negatives = _negatives(
-                    rng,
-                    target,
-                    n_items,
-                    interacted,
-                    cold_list if trained_on else None,
-                    title_code,
-                    need,
-                )
+                negatives = _draw_negatives(rng, target, trained_on, s, catalog, interacted, need)
             except ValueError:
                 raise ValueError(
                     f"domain {s.domain}: user {user} ({split} example at position {p}) has "
                     f"fewer than {need} eligible negative items among {n_items}; lower "
                     "data.n_candidates or add items"
                 ) from None
+            if held_out and is_cold:
+                n_warm = int(warm[negatives].sum())
+                warm_in_cold[split][n_warm] = warm_in_cold[split].get(n_warm, 0) + 1
             cands = np.array([target, *negatives])
             rng.shuffle(cands)
             if s.answer == "target_plus_random":
@@ -267,12 +364,37 @@ def build_examples(
             sp: int(split_counts.filter(pl.col("split") == sp)["count"].sum()) for sp in SPLIT_ORDER
         },
         "dropped": {"users_too_short": counts["users_too_short"]},
+        # Held-out examples left out because the pooled general set shows their
+        # (user, target) pair: the general adapter trained on it.
+        "skipped": skipped,
         "cold_examples": {"val": counts["val_cold"], "test": counts["test_cold"]},
         # The selection users' validation examples: the set the fusion learning rate is
         # chosen on, which no adapter trains on.
         "selection_examples": counts["selection"],
+        # Under "matched", a cold list's warm negatives are the fillers where too few cold
+        # items were left; under "any", every warm negative (the novelty shortcut's size).
+        "held_out_negatives": s.held_out_negatives,
+        "cold_examples_by_warm_negatives": {
+            sp: {str(k): v for k, v in sorted(by.items())} for sp, by in warm_in_cold.items()
+        },
     }
     return examples, summary
+
+
+def _pairs_in_pool(
+    interactions: pl.DataFrame, pooled_pairs: pl.DataFrame | pl.LazyFrame | None
+) -> set[tuple[str, str]]:
+    """The (user, item) pairs of a domain's last two interactions per user (the validation
+    and test targets, the only ones held out) that the pooled general set shows."""
+    if pooled_pairs is None:
+        return set()
+    last_two = (
+        interactions.lazy()
+        .filter(pl.int_range(pl.len()).over("user") >= pl.len().over("user") - 2)
+        .select("user", "item")
+    )
+    found = last_two.join(pooled_pairs.lazy().select("user", "item"), on=["user", "item"])
+    return set(found.collect().iter_rows())
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
@@ -289,12 +411,16 @@ def _id_lists(rows: list, ids: pa.Array) -> pa.Array:
     )
 
 
-def run(interactions_path, items_path, settings: ExampleSettings, out: dict) -> dict:
-    """The rule's entry point: write examples.parquet and its summary."""
+def run(
+    interactions_path, items_path, settings: ExampleSettings, out: dict, pooled_pairs_path=None
+) -> dict:
+    """The rule's entry point: write examples.parquet and its summary. ``pooled_pairs_path``:
+    the general pool's pairs file, for a target domain of a run that pools one."""
     from molorec.io.parquet import write_json, write_parquet
 
+    pooled = pl.scan_parquet(pooled_pairs_path) if pooled_pairs_path else None
     examples, summary = build_examples(
-        pl.read_parquet(interactions_path), pl.read_parquet(items_path), settings
+        pl.read_parquet(interactions_path), pl.read_parquet(items_path), settings, pooled
     )
     write_parquet(examples, out["examples"])
     write_json(summary, out["summary"])

@@ -125,16 +125,65 @@ def write_instructions(
     return rows
 
 
-def pool_instructions(paths: list[str | Path], out_path: str | Path) -> tuple[int, int]:
+def pool_instructions(
+    paths: list[str | Path],
+    out_path: str | Path,
+    examples_paths: list[str | Path] | None = None,
+    pairs_path: str | Path | None = None,
+) -> tuple[int, int, int | None]:
     """Concatenate the general domains' instruction sets into one file, in the given order,
-    without the held-out rows (the selection users'). Returns (rows kept, rows held out)."""
+    without the held-out rows (the selection users' and the cold targets'). Returns (rows
+    kept, rows held out, pairs written or None).
+
+    With ``examples_paths`` (each domain's examples.parquet, in the order of ``paths``),
+    also write ``pairs_path``: every (user, item) pair a pooled row shows (its history,
+    target and candidates; the answer is drawn from the candidates), unique and sorted. A
+    target domain's examples take that file, so that no example it holds out is one the
+    general adapter trained on (molorec.data.examples)."""
     rows = held_out = 0
     schema = pq.read_schema(paths[0])
+    kept_per_path = []
     with parquet_sink(out_path, schema) as writer:
         for path in paths:
+            kept_here = 0
             for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
                 kept = batch.filter(pc.invert(batch.column("held_out")))
                 writer.write_batch(kept)
-                rows += kept.num_rows
+                kept_here += kept.num_rows
                 held_out += batch.num_rows - kept.num_rows
-    return rows, held_out
+            rows += kept_here
+            kept_per_path.append(kept_here)
+    pairs = None
+    if examples_paths is not None:
+        pairs = write_pooled_pairs(examples_paths, kept_per_path, pairs_path)
+    return rows, held_out, pairs
+
+
+def pooled_pairs(examples: pl.LazyFrame) -> pl.LazyFrame:
+    """(user, item) of every item a pooled row of one general domain shows: the rows not
+    held out, as pool_instructions keeps them."""
+    shown = pl.concat_list("history", "target", "candidates")
+    return (
+        examples.filter(~pl.col("held_out"))
+        .select("user", shown.alias("item"))
+        .explode("item")
+        .unique()
+    )
+
+
+def write_pooled_pairs(
+    examples_paths: list[str | Path], kept_per_path: list[int], out_path: str | Path
+) -> int:
+    """The pooled set's pairs file; checks that each domain's examples give as many pooled
+    rows as its instruction set did (the two files describe the same rows). Returns the
+    number of pairs."""
+    from molorec.io.parquet import write_parquet
+
+    for path, kept in zip(examples_paths, kept_per_path, strict=True):
+        n = pl.scan_parquet(path).filter(~pl.col("held_out")).select(pl.len()).collect().item()
+        if n != kept:
+            raise ValueError(f"{path}: {n} rows not held out, but {kept} pooled instructions")
+    frames = [pooled_pairs(pl.scan_parquet(p)) for p in examples_paths]
+    pairs = pl.concat(frames).unique().sort("user", "item").collect()
+    write_parquet(pairs, out_path)
+    return pairs.height
