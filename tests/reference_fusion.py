@@ -18,13 +18,17 @@ def separator_ids(tokenizer, separator: str = "||") -> set[int]:
 
 
 def chosen_positions(answer: list[int], k: int, separators: set[int], stop: set[int]) -> list[int]:
-    """The first k positions of every title: the runs between separators, before a stop."""
-    end = next((j for j, token in enumerate(answer) if token in stop), len(answer))
-    cuts = [j for j in range(end) if answer[j] in separators] + [end]
-    positions, start = [], 0
-    for cut in cuts:
-        positions += list(range(start, cut))[:k]
-        start = cut + 1
+    """The original's flag: the predictions made while fewer than k tokens followed the last
+    separator (or the answer's start), stopping after the stop token."""
+    positions, flag = [], 0
+    for j in range(len(answer)):
+        if j > 0 and answer[j - 1] in separators:
+            flag = 0
+        if flag < k:
+            positions.append(j)
+        flag += 1
+        if answer[j] in stop:
+            break
     return positions
 
 
@@ -53,3 +57,53 @@ def original_gradient(mixture, tokenizer, prompts, k: int, max_new_tokens: int) 
         logits = model(input_ids=seq).logits[0, -1]  # every position's logits, as the original
         (entropy(logits) / len(work)).backward()
     return mixture.mixing.theta.grad.clone()
+
+
+def original_adaptation(
+    mixture, tokenizer, prompts, k: int, max_new_tokens: int, batch: int, accumulation: int, lr
+) -> tuple[torch.Tensor, int]:
+    """The original's train_weights.py loop with its ``step`` and ``update_model``, written
+    out literally: one prompt at a time, greedy decoding token by token without cache; at
+    every step the title counter ``flag`` restarts when the last token is a separator; the
+    logits of the first k predictions of every title are kept (with gradient) in a tuple
+    pooled across prompts; when it holds ``batch`` of them, update_model. Returns theta and
+    the number of optimizer steps taken."""
+    model = mixture.model
+    separators = separator_ids(tokenizer)
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    theta = mixture.mixing.theta
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    scores, epoch, steps = [], [1], [0]
+
+    def update_model(scores):
+        prob1 = torch.cat([torch.softmax(s.float(), dim=-1) for s in scores])
+        prob2 = torch.cat([torch.log_softmax(s.float(), dim=-1) for s in scores])
+        loss = (-(prob1 * prob2).sum() / len(scores)) / accumulation
+        loss.backward()
+        if epoch[0] % accumulation == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+            steps[0] += 1
+        epoch[0] += 1
+
+    for prompt in prompts:
+        seq = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+        flag = 0
+        for _ in range(max_new_tokens):
+            if seq[-1] in separators:
+                flag = 0
+            with torch.set_grad_enabled(flag < k):
+                logits = model(input_ids=torch.tensor([seq])).logits[:, -1]
+            if flag < k:
+                scores.append(logits)
+            flag += 1
+            token = int(logits[0].argmax())
+            seq.append(token)
+            if len(scores) == batch:
+                update_model(scores)
+                scores = []
+            if token in stop:
+                break
+    return theta.detach().clone(), steps[0]

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 from chat_data import TITLES, conversation, instructions
-from reference_fusion import original_gradient
+from reference_fusion import original_adaptation, original_gradient
 from safetensors.torch import load_file
 
 from molorec.fusion import (
@@ -123,13 +123,24 @@ def test_weights_one_zero_reproduce_the_general_adapter(tiny, tokenizer, random_
     )
 
 
-def test_equal_initial_weights(tiny, random_pair):
-    for activation, expected in (("softmax", 0.5), ("sigmoid", 0.5)):
+def test_weights_follow_theta_through_the_activation_and_temperature(tiny, random_pair):
+    """Hand-computed weights for a known theta: softmax(theta / T), sigmoid(theta) per
+    adapter; a fresh mixture starts from equal weights."""
+    adapters = [LoraAdapter.load(p) for p in random_pair]
+    expected = {
+        ("softmax", 0.5): [math.exp(2) / (math.exp(2) + 1), 1 / (math.exp(2) + 1)],
+        ("softmax", 2.0): [math.exp(0.5) / (math.exp(0.5) + 1), 1 / (math.exp(0.5) + 1)],
+        ("sigmoid", 1.0): [1 / (1 + math.exp(-1)), 0.5],
+    }
+    for (activation, temperature), weights in expected.items():
         mixture = Mixture(
-            load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], activation=activation
+            load_base(tiny)[0], adapters, activation=activation, temperature=temperature
         )
+        assert all(w == pytest.approx([0.5, 0.5]) for w in mixture.effective_weights().values())
+        with torch.no_grad():
+            mixture.mixing.theta.copy_(torch.tensor([1.0, 0.0]).expand_as(mixture.mixing.theta))
         for w in mixture.effective_weights().values():
-            assert w == pytest.approx([expected, expected])
+            assert w == pytest.approx(weights, abs=1e-6), (activation, temperature)
 
 
 def test_separators_come_from_the_tokenizer(tokenizer):
@@ -151,22 +162,27 @@ def test_entropy_hand_computed():
 def test_first_k_tokens_of_every_title():
     sep, eos = 99, 100
     answer = [1, 2, 3, 4, sep, 5, 6, sep, 7, 8, 9, 10, eos, 11]
-    assert chosen_positions(answer, 3, {sep}, {eos}) == [0, 1, 2, 5, 6, 8, 9, 10]
+    # As the original: a separator (position 7) or a stop predicted within the first k
+    # counts; the count restarts after the separator.
+    assert chosen_positions(answer, 3, {sep}, {eos}) == [0, 1, 2, 5, 6, 7, 8, 9, 10]
     assert chosen_positions(answer, 1, {sep}, {eos}) == [0, 5, 8]
-    assert chosen_positions([eos], 3, {sep}, {eos}) == []
+    assert chosen_positions([eos], 3, {sep}, {eos}) == [0]
+    assert chosen_positions([1, eos, 2], 3, {sep}, {eos}) == [0, 1]
 
 
 @pytest.mark.parametrize("granularity", ["module", "global"])
 def test_gradient_equals_the_original_token_by_token_scheme(
-    tiny, tokenizer, random_pair, granularity
+    tiny, tokenizer, listing_pair, granularity
 ):
-    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], granularity)
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in listing_pair], granularity)
     torch.manual_seed(0)  # the same weights every run
     with torch.no_grad():
         mixture.mixing.theta.copy_(torch.randn_like(mixture.mixing.theta) * 0.3)
-    prompts, k, max_new = [prompt(0), prompt(3)], 3, 12
+    prompts, k, max_new = [prompt(0), prompt(3)], 3, 24
     scored = greedy_answers(mixture, tokenizer, prompts, k, max_new, separator_ids(tokenizer))
     assert len(scored.rows) > 0
+    # The answers hold separators: the restart after each title is exercised.
+    assert all(set(a) & separator_ids(tokenizer) for a in scored.answers)
     mixture.mixing.theta.grad = None
     answer_entropy(mixture, scored).backward()
     ours = mixture.mixing.theta.grad.clone()
@@ -175,6 +191,73 @@ def test_gradient_equals_the_original_token_by_token_scheme(
     # float32 sums in another order (cached vs recomputed): components far below the largest
     # may differ by 1e-4 of it.
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4 * reference.abs().max().item())
+
+
+def listed(i: int) -> str:
+    """A three-title answer: the separators make the per-title restart matter."""
+    return "||".join(TITLES[(i + j) % len(TITLES)] for j in range(3))
+
+
+@pytest.fixture(scope="module")
+def listing_pair(tiny, tmp_path_factory):
+    """Two adapters that answer with title lists (so greedy answers hold separators), one
+    trained on the lists and one on their reverse: the mixture's answers depend on theta."""
+    root = tmp_path_factory.mktemp("listing")
+    s = TrainSettings(
+        lr=1e-2,
+        per_device_batch=4,
+        grad_accum=1,
+        max_steps=30,
+        warmup_ratio=0.0,
+        save_every=0,
+        epochs=1000,
+        lora_dropout=0.0,
+    )
+    answers = {"A": listed, "B": lambda i: "||".join(reversed(listed(i).split("||")))}
+    paths = []
+    for name, answer in answers.items():
+        data = instructions(root / f"{name}.parquet", 4, answer=answer)
+        out, _ = train(tiny, [data], "domain", root / name, root / f"ck{name}", s, progress=False)
+        paths.append(str(out))
+    return paths
+
+
+@pytest.mark.parametrize(("batch", "accumulation"), [(4, 2), (5, 3), (60, 1)])
+def test_pooled_schedule_equals_the_original_step_by_step(
+    tiny, tokenizer, listing_pair, batch, accumulation
+):
+    """Scored tokens pooled across prompts, a backward per batch, a step per accumulation
+    batches, the rest of an answer decoded with the new weights after a step inside it,
+    the remainder never applied: theta after adaptation equals the original's loop's."""
+    prompts, k, max_new, lr = [prompt(i) for i in range(3)], 3, 24, 0.5
+
+    def mixture() -> Mixture:
+        return Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in listing_pair])
+
+    ours = mixture()
+    s = FusionSettings(
+        lr=lr,
+        k=k,
+        max_new_tokens=max_new,
+        schedule="pooled",
+        tokens_per_backward=batch,
+        accumulation=accumulation,
+    )
+    trajectory = adapt(ours, tokenizer, prompts, s)
+    reference, reference_steps = original_adaptation(
+        mixture(), tokenizer, prompts, k, max_new, batch, accumulation, lr
+    )
+    sep = separator_ids(tokenizer)
+    answers = greedy_answers(mixture(), tokenizer, prompts, k, max_new, sep).answers
+    assert all(set(a) & sep for a in answers)  # the restart after each title is exercised
+    assert trajectory[-1]["optimizer_steps"] == reference_steps
+    if batch == 60:  # fewer scored tokens than one batch: nothing is ever applied
+        assert reference_steps == 0
+    else:
+        assert reference_steps >= 2
+    # Adam divides by the gradients' scale, so float32 sums in another order (cached vs
+    # recomputed) move theta by up to ~1e-4 of lr; a schedule off by one batch moves it by lr.
+    torch.testing.assert_close(ours.mixing.theta.detach(), reference, rtol=0, atol=2e-3 * lr)
 
 
 def course_conversation(i: int, answer: str) -> list[dict]:
@@ -238,7 +321,7 @@ def test_adapting_on_x_moves_weight_towards_the_adapter_that_knows_x(
 ):
     mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in memorised_pair])
     start = torch.tensor(list(mixture.effective_weights().values()))[:, 0].mean()
-    s = FusionSettings(lr=0.5, steps=3, k=3, max_new_tokens=16)
+    s = FusionSettings(lr=0.5, steps=3, k=3, max_new_tokens=16, schedule="prompt")
     trajectory = adapt(mixture, tokenizer, [prompt(i) for i in range(4)], s)
     end = torch.tensor(list(mixture.effective_weights().values()))[:, 0].mean()
     assert start == pytest.approx(0.5)
@@ -250,14 +333,19 @@ def test_adapting_on_x_moves_weight_towards_the_adapter_that_knows_x(
 
 
 def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path):
+    """Under the label-free prompt choice (first_n), everything of the label differs
+    between the two sets (the target, the answer, whether the target is cold) and the
+    fusion outputs are byte-identical. (target_scenario reads the cold bit by design:
+    test_first_n_prompts_read_nothing_of_the_label.)"""
     data = pl.read_parquet(instructions(tmp_path / "d.parquet", 6, split="test"))
     scrambled = data.with_columns(
         target=pl.lit("nothing"),
+        cold=~pl.col("cold"),
         messages=pl.Series([conversation(i, "Scrambled||answer") for i in range(6)]),
     )
     data.write_parquet(tmp_path / "true.parquet")
     scrambled.write_parquet(tmp_path / "scrambled.parquet")
-    s = FusionSettings(lr=1.0, steps=1, k=2, max_new_tokens=8)
+    s = FusionSettings(lr=1.0, k=2, max_new_tokens=8, tokens_per_backward=2, accumulation=1)
     for name in ("true", "scrambled"):
         run(
             tiny,
@@ -268,6 +356,7 @@ def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path
             3,
             s,
             tmp_path / name,
+            prompt_choice="first_n",
         )
     assert (tmp_path / "true/fusion_weights.json").read_bytes() == (
         tmp_path / "scrambled/fusion_weights.json"
@@ -278,9 +367,12 @@ def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path
     a = load_file(tmp_path / "true/adapter/adapter_model.safetensors")
     b = load_file(tmp_path / "scrambled/adapter/adapter_model.safetensors")
     assert all(torch.equal(a[key], b[key]) for key in a)
+    learned = json.loads((tmp_path / "true/fusion_weights.json").read_text())
+    assert any(abs(w[0] - 0.5) > 1e-3 for w in learned.values())  # it did learn
     # The labels differ, the prompts adapted on are the same.
     assert data["messages"].to_list() != scrambled["messages"].to_list()
-    seen = [adaptation_prompts(frame, "warm", "test", 3) for frame in (data, scrambled)]
+    assert data["cold"].to_list() != scrambled["cold"].to_list()
+    seen = [adaptation_prompts(frame, "warm", "test", 3, "first_n") for frame in (data, scrambled)]
     assert len(seen[0]) == 3 and seen[0] == seen[1]
 
 
@@ -301,7 +393,9 @@ def test_first_n_prompts_read_nothing_of_the_label(tmp_path):
 
 def test_tokens_per_step_splits_a_prompt_into_several_optimizer_steps(tiny, tokenizer, random_pair):
     mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
-    s = FusionSettings(lr=0.1, steps=1, k=3, max_new_tokens=12, tokens_per_step=2)
+    s = FusionSettings(
+        lr=0.1, steps=1, k=3, max_new_tokens=12, schedule="prompt", tokens_per_step=2
+    )
     trajectory = adapt(mixture, tokenizer, [prompt(0)], s)
     scored = [t["scored_tokens"] for t in trajectory]
     assert len(trajectory) > 1 and all(n <= 2 for n in scored) and sum(scored) > 2
@@ -341,9 +435,16 @@ def test_guards_hold_the_mixture_back_from_collapse(tiny, tokenizer, random_pair
         adapt(mixture, tokenizer, [prompt(i) for i in range(4)], s)
         return torch.tensor([w[0] for w in mixture.effective_weights().values()])
 
-    free = spread(FusionSettings(lr=5.0, k=3, max_new_tokens=12))
+    free = spread(FusionSettings(lr=5.0, k=3, max_new_tokens=12, schedule="prompt"))
     guarded = spread(
-        FusionSettings(lr=5.0, k=3, max_new_tokens=12, guard=guard, guard_strength=strength)
+        FusionSettings(
+            lr=5.0,
+            k=3,
+            max_new_tokens=12,
+            schedule="prompt",
+            guard=guard,
+            guard_strength=strength,
+        )
     )
     assert (free - 0.5).abs().max() > 0.3
     assert (guarded - 0.5).abs().mean() < (free - 0.5).abs().mean()
@@ -378,32 +479,23 @@ def test_a_run_that_scores_nothing_warns_or_fails(tiny, random_pair, tmp_path, m
 # --- one model load for many runs (README: Evaluation jobs) --------------------------------
 
 
-def test_every_lr_from_one_load_equals_a_load_per_lr(tiny, random_pair, tmp_path):
+def test_every_lr_from_one_load_equals_a_load_per_lr(tiny, tokenizer, random_pair, tmp_path):
+    """run_lrs adapts every lr on one loaded mixture: each lr must start again from equal
+    weights and a fresh optimizer. Against a fresh load and a plain adapt() per lr."""
     from molorec.fusion import run_lrs
 
-    instructions(tmp_path / "d.parquet", 4, split="test")
-    s = FusionSettings(steps=1, k=2, max_new_tokens=8)
+    data = instructions(tmp_path / "d.parquet", 4, split="test")
+    s = FusionSettings(k=2, max_new_tokens=8, tokens_per_backward=2, accumulation=1)
     lrs = {0.5: tmp_path / "grouped/lr0.5", 2.0: tmp_path / "grouped/lr2"}
-    run_lrs(tiny, random_pair, str(tmp_path / "d.parquet"), "warm", "test", 3, lrs, s)
+    run_lrs(tiny, random_pair, data, "warm", "test", 3, lrs, s)
+    prompts = adaptation_prompts(pl.read_parquet(data), "warm", "test", 3)
     for lr, folder in lrs.items():
-        alone = tmp_path / f"alone/lr{lr:g}"
-        run(
-            tiny,
-            random_pair,
-            str(tmp_path / "d.parquet"),
-            "warm",
-            "test",
-            3,
-            replace(s, lr=lr),
-            alone,
-        )
-        for name in (
-            "fusion_weights.json",
-            "trajectory.csv",
-            "fusion_info.json",
-            "adapter/adapter_model.safetensors",
-        ):
-            assert (folder / name).read_bytes() == (alone / name).read_bytes(), (lr, name)
+        alone = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
+        trajectory = adapt(alone, tokenizer, prompts, replace(s, lr=lr))
+        grouped = json.loads((folder / "fusion_weights.json").read_text())
+        assert trajectory[-1]["optimizer_steps"] > 0
+        for stem, w in alone.effective_weights().items():
+            assert grouped[stem] == pytest.approx(w, abs=1e-6), (lr, stem)
     # The two lrs did learn different weights: the second did not start from the first's.
     assert (lrs[0.5] / "fusion_weights.json").read_bytes() != (
         lrs[2.0] / "fusion_weights.json"

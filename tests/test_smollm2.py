@@ -85,14 +85,30 @@ def test_training_targets_every_llama_linear_layer(adapter):
     assert len(log) == 3  # header and two steps
 
 
-def test_fusion_scores_title_tokens_of_real_answers(smollm2, smollm2_tokenizer, adapter):
+def test_fusion_moves_the_weights_of_two_different_adapters_on_real_answers(
+    smollm2, smollm2_tokenizer, adapter, tmp_path
+):
+    """Two different adapters (the trained one and peft's freshly initialised one, whose
+    update is zero): the objective depends on the weights, so the pooled schedule's steps
+    move them. An adapter mixed with itself could not show this: with softmax weights the
+    output is the same for every theta and the gradient is 0."""
+    from peft import LoraConfig, get_peft_model
+
     model, tok = load_base(smollm2)
-    mixture = Mixture(model, [LoraAdapter.load(adapter), LoraAdapter.load(adapter)])
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    fresh = get_peft_model(
+        load_base(smollm2)[0],
+        LoraConfig(r=config["r"], lora_alpha=config["lora_alpha"], target_modules="all-linear"),
+    )
+    fresh.save_pretrained(tmp_path / "fresh")
+    mixture = Mixture(model, [LoraAdapter.load(adapter), LoraAdapter.load(tmp_path / "fresh")])
     prompts = [conversation(i, "")[:-1] for i in range(2)]
-    s = FusionSettings(lr=0.5, max_new_tokens=12, k=2)
+    s = FusionSettings(lr=0.5, max_new_tokens=12, k=2, tokens_per_backward=4, accumulation=1)
     trajectory = adapt(mixture, tok, prompts, s)
-    assert sum(row["scored_tokens"] for row in trajectory) > 0
-    assert all(row["loss"] is not None for row in trajectory)
+    assert trajectory[-1]["optimizer_steps"] >= 2
+    assert all(row["loss"] is not None for row in trajectory if row["stepped"])
+    weights = torch.tensor([w[0] for w in mixture.effective_weights().values()])
+    assert (weights - 0.5).abs().max() > 0.05  # lr 0.5: Adam's first step moves theta by ~0.5
 
 
 def test_rank_and_generate_on_the_real_model(smollm2, smollm2_tokenizer):
@@ -105,7 +121,38 @@ def test_rank_and_generate_on_the_real_model(smollm2, smollm2_tokenizer):
     assert torch.allclose(cached, brute, atol=1e-3, rtol=1e-4)
     [text] = generate_texts(model, tok, [conversation(0, "")[:-1]], max_new_tokens=16)
     assert text and "<|im_end|>" not in text
-    parse_answer(text, TITLES, [f"I{i}" for i in range(len(TITLES))])  # never raises
+    # Whatever the model wrote, every entry of its answer keeps a slot (raw positions): a
+    # candidate's id where the entry is that title, None where it is not or repeats one.
+    ids = [f"I{i}" for i in range(len(TITLES))]
+    parsed = parse_answer(text, TITLES, ids)
+    entries = [p.strip().strip("|").strip() for p in text.split("||")]
+    entries = [e for e in entries if e]
+    assert len(parsed.ranking) == len(entries)
+    assert parsed.ranking.count(None) == parsed.n_invalid + parsed.n_duplicate
+    named = [TITLES[ids.index(i)] for i in parsed.ranking if i is not None]
+    assert named == [e for e, i in zip(entries, parsed.ranking, strict=True) if i is not None]
+
+
+def test_an_answer_decoded_as_generation_decodes_it_parses_back(smollm2):
+    """The answer tokens of a chat (what the model writes for this answer, its end-of-turn
+    token included), decoded as generate_texts decodes them, parse back to the very
+    candidates the answer names, in order: nothing of the real tokenizer's decoding (its
+    special tokens, spaces, the Chinese title) breaks the exact title match. The tokenizer
+    only: the model is not loaded."""
+    from transformers import AutoTokenizer
+
+    from molorec.predict import decode_answers
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    ids = [f"I{i}" for i in range(len(TITLES))]
+    order = [3, 5, 1, 0, 4]
+    chat = conversation(0, "||".join(TITLES[i] for i in order))
+    full = tok.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
+    prompt = prompt_ids(tok, chat)
+    assert full[: len(prompt)] == prompt
+    [text] = decode_answers(tok, [full[len(prompt) :]])
+    parsed = parse_answer(text, TITLES, ids)
+    assert (parsed.ranking, parsed.n_invalid, parsed.n_duplicate) == ([ids[i] for i in order], 0, 0)
 
 
 def test_offline_error_is_one_line_naming_the_package_and_alternatives(tmp_path):

@@ -296,17 +296,17 @@ def separator_ids(tokenizer, separator: str = "||") -> set[int]:
 
 
 def chosen_positions(answer: list[int], k: int, separators: set[int], stop: set[int]) -> list[int]:
-    """Indices (within the answer) of the first k tokens of every title."""
+    """Indices (within the answer) of the tokens the objective scores, as the original does:
+    the first k predictions of the answer and the first k after every separator token. A
+    prediction of the separator or of the stop token within those k counts (it is where the
+    model decides that a title ends), and the count restarts after the separator."""
     chosen, count = [], 0
     for j, tok in enumerate(answer):
-        if tok in stop:
-            break
-        if tok in separators:
-            count = 0
-            continue
         if count < k:
             chosen.append(j)
-        count += 1
+        if tok in stop:
+            break
+        count = 0 if tok in separators else count + 1
     return chosen
 
 
@@ -380,25 +380,42 @@ def greedy_answers(
 
 def answer_entropy(mixture: Mixture, scored: Scored) -> torch.Tensor:
     """Mean entropy at the chosen positions, in one forward pass with gradient."""
+    return entropies(mixture, scored).mean()
+
+
+def entropies(mixture: Mixture, scored: Scored) -> torch.Tensor:
+    """Entropy at each chosen position, with gradient. The model's own accessors (its
+    decoder body and output embeddings) reach the hidden states and the LM head, whatever
+    an architecture names them (Llama/Qwen ``model``/``lm_head``, GPT-NeoX ``gpt_neox``/
+    ``embed_out``)."""
     model = mixture.model
-    hidden = model.model(
+    hidden = model.base_model(
         input_ids=scored.input_ids,
         attention_mask=scored.attention_mask,
         position_ids=scored.position_ids,
     ).last_hidden_state
-    logits = model.lm_head(hidden[scored.rows, scored.cols])
-    return entropy(logits).mean()
+    logits = model.get_output_embeddings()(hidden[scored.rows, scored.cols])
+    return entropy(logits)
 
 
 # --- adaptation ---------------------------------------------------------------------------
+
+
+SCHEDULES = ("pooled", "prompt")
 
 
 @dataclass
 class FusionSettings:
     lr: float = 1.0
     steps: int = 1  # passes over the adaptation prompts
-    prompts_per_step: int = 1
-    tokens_per_step: int = 0  # scored tokens per optimizer step; 0 = all of a prompt batch
+    # pooled (the original's): scored tokens pooled across prompts, one backward of the mean
+    # entropy / accumulation per tokens_per_backward of them, an optimizer step after every
+    # accumulation-th backward. prompt: a step per prompt batch (or per tokens_per_step).
+    schedule: str = "pooled"
+    tokens_per_backward: int = 60
+    accumulation: int = 4
+    prompts_per_step: int = 1  # schedule prompt
+    tokens_per_step: int = 0  # schedule prompt: scored tokens per step; 0 = a prompt batch's
     granularity: str = "module"
     activation: str = "softmax"
     temperature: float = 1.0
@@ -429,61 +446,207 @@ def adapt(
     progress: bool = False,
     on_step=None,
 ) -> list[dict]:
-    """Learn the mixing logits on unlabeled prompts (system + user turns only);
-    ``on_step(row)`` runs after every step (benchmarks evaluate the mixture there)."""
-    from tqdm import tqdm
-
+    """Learn the mixing logits on unlabeled prompts (system + user turns only) and return
+    the trajectory, a row per backward; ``on_step(row)`` runs after every row (benchmarks
+    evaluate the mixture there)."""
     if s.guard not in GUARDS:
         raise ValueError(f"fusion.guard {s.guard!r}: {' | '.join(GUARDS)}")
+    if s.schedule not in SCHEDULES:
+        raise ValueError(f"fusion.schedule {s.schedule!r}: {' | '.join(SCHEDULES)}")
     torch.manual_seed(s.seed)
     mixture.model.eval()  # no dropout: the objective must be deterministic
-    theta = mixture.mixing.theta
-    start = theta.detach().clone()
-    optimizer = torch.optim.Adam([theta], lr=s.lr)
-    separators = separator_ids(tokenizer)
-    trajectory = []
-    batches = [
-        prompts[i : i + s.prompts_per_step] for i in range(0, len(prompts), s.prompts_per_step)
-    ]
-    total = s.steps * len(batches)
-    bar = tqdm(total=total, disable=not progress, desc="fusion", mininterval=10)
-    for _ in range(s.steps):
-        for batch in batches:
-            scored = greedy_answers(mixture, tokenizer, batch, s.k, s.max_new_tokens, separators)
-            # One optimizer step per tokens_per_step scored tokens (0: all of them at once);
-            # each step rescoring its tokens with the current weights, in one forward pass.
-            size = s.tokens_per_step or max(len(scored.rows), 1)
-            for lo in range(0, max(len(scored.rows), 1), size):
-                chunk = scored.subset(slice(lo, lo + size))
-                loss = None
-                if len(chunk.rows):  # an empty answer gives no signal: logged, not stepped
-                    loss = answer_entropy(mixture, chunk)
-                    objective = loss
-                    if s.guard == "l2":
-                        objective = loss + s.guard_strength * (theta - start).pow(2).sum()
-                    optimizer.zero_grad()
-                    objective.backward()
-                    optimizer.step()
-                w = mixture.mixing.weights().detach()
-                trajectory.append(
-                    {
-                        "step": len(trajectory) + 1,
-                        "loss": None if loss is None else float(loss.detach()),
-                        "scored_tokens": int(len(chunk.rows)),
-                        # a prompt batch's answers, counted once, on its first chunk
-                        "answer_tokens": sum(len(a) for a in scored.answers) if lo == 0 else 0,
-                        "general_weight_mean": float(w[:, 0].mean()),
-                        "general_weight_min": float(w[:, 0].min()),
-                        "general_weight_max": float(w[:, 0].max()),
-                        "weight_entropy": weight_entropy(w),
-                        "collapsed_share": collapsed_share(w[:, 0].tolist()),
-                    }
+    adaptation = _Adaptation(mixture, tokenizer, s, on_step)
+    run_schedule = adaptation.pooled if s.schedule == "pooled" else adaptation.per_prompt
+    return run_schedule(prompts, progress)
+
+
+class _Adaptation:
+    """The optimizer, the guard and the trajectory shared by both schedules."""
+
+    def __init__(self, mixture: Mixture, tokenizer, s: FusionSettings, on_step=None):
+        self.mixture, self.tokenizer, self.s, self.on_step = mixture, tokenizer, s, on_step
+        self.theta = mixture.mixing.theta
+        self.start = self.theta.detach().clone()
+        self.optimizer = torch.optim.Adam([self.theta], lr=s.lr)
+        self.separators = separator_ids(tokenizer)
+        self.stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+        self.trajectory: list[dict] = []
+        self.optimizer_steps = 0
+
+    def step(self) -> None:
+        """One Adam step on the gradients accumulated so far (the l2 guard's added here)."""
+        if self.s.guard == "l2":
+            (self.s.guard_strength * (self.theta - self.start).pow(2).sum()).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.optimizer_steps += 1
+
+    def log(self, loss, scored_tokens: int, answer_tokens: int, stepped: bool) -> None:
+        w = self.mixture.mixing.weights().detach()
+        self.trajectory.append(
+            {
+                "step": len(self.trajectory) + 1,
+                "loss": loss,
+                "scored_tokens": scored_tokens,
+                "answer_tokens": answer_tokens,
+                "stepped": int(stepped),
+                "optimizer_steps": self.optimizer_steps,
+                "general_weight_mean": float(w[:, 0].mean()),
+                "general_weight_min": float(w[:, 0].min()),
+                "general_weight_max": float(w[:, 0].max()),
+                "weight_entropy": weight_entropy(w),
+                "collapsed_share": collapsed_share(w[:, 0].tolist()),
+            }
+        )
+        if self.on_step is not None:
+            self.on_step(self.trajectory[-1])
+
+    def per_prompt(self, prompts: list[list[dict]], progress: bool) -> list[dict]:
+        """A step per prompt batch, or per tokens_per_step of its scored tokens, each step
+        rescoring its tokens with the current weights in one forward pass."""
+        from tqdm import tqdm
+
+        s = self.s
+        batches = [
+            prompts[i : i + s.prompts_per_step] for i in range(0, len(prompts), s.prompts_per_step)
+        ]
+        bar = tqdm(
+            total=s.steps * len(batches), disable=not progress, desc="fusion", mininterval=10
+        )
+        for _ in range(s.steps):
+            for batch in batches:
+                scored = greedy_answers(
+                    self.mixture, self.tokenizer, batch, s.k, s.max_new_tokens, self.separators
                 )
-                if on_step is not None:
-                    on_step(trajectory[-1])
-            bar.update(1)
-    bar.close()
-    return trajectory
+                size = s.tokens_per_step or max(len(scored.rows), 1)
+                for lo in range(0, max(len(scored.rows), 1), size):
+                    chunk = scored.subset(slice(lo, lo + size))
+                    loss = None
+                    if len(chunk.rows):  # an empty answer gives no signal: logged, not stepped
+                        loss = answer_entropy(self.mixture, chunk)
+                        self.optimizer.zero_grad()
+                        loss.backward()
+                        self.step()
+                    self.log(
+                        None if loss is None else float(loss.detach()),
+                        int(len(chunk.rows)),
+                        # a prompt batch's answers, counted once, on its first chunk
+                        sum(len(a) for a in scored.answers) if lo == 0 else 0,
+                        loss is not None,
+                    )
+                bar.update(1)
+        bar.close()
+        return self.trajectory
+
+    def pooled(self, prompts: list[list[dict]], progress: bool) -> list[dict]:
+        """The original's schedule (its ``step`` and ``update_model``), exactly: prompts one
+        at a time; their scored positions pooled across prompts into batches of
+        tokens_per_backward; each full batch one backward of mean entropy / accumulation;
+        Adam steps after every accumulation-th batch (the batch counter starts at 1, so the
+        first step comes after batch ``accumulation``). A step that falls inside an answer
+        changes the weights there: the rest of that answer is decoded with the new weights,
+        as the original's token-by-token loop does. The remainder (a partial batch, and the
+        gradients of batches after the last step) is never applied, as in the original; the
+        trajectory's last row says so (stepped 0)."""
+        from tqdm import tqdm
+
+        s = self.s
+        size, accumulation = s.tokens_per_backward, s.accumulation
+        pooled, pooled_entropy, batch_number, answered = 0, 0.0, 1, 0
+        self.optimizer.zero_grad()
+        bar = tqdm(
+            total=s.steps * len(prompts), disable=not progress, desc="fusion", mininterval=10
+        )
+        for _ in range(s.steps):
+            for prompt in prompts:
+                ids = prompt_token_ids(self.tokenizer, prompt)
+                answer: list[int] = []
+                decided = 0  # answer tokens fixed by earlier weights
+                while True:
+                    answer = answer[:decided] + greedy_continuation(
+                        self.mixture, ids, answer[:decided], s.max_new_tokens, self.stop
+                    )
+                    positions = [
+                        j
+                        for j in chosen_positions(answer, s.k, self.separators, self.stop)
+                        if j >= decided
+                    ]
+                    redecode = False
+                    while positions:
+                        take, positions = positions[: size - pooled], positions[size - pooled :]
+                        scored = sequence_positions(ids, answer, take, self.theta.device)
+                        total = entropies(self.mixture, scored).sum()
+                        (total / (size * accumulation)).backward()
+                        pooled, pooled_entropy = (
+                            pooled + len(take),
+                            pooled_entropy + float(total.detach()),
+                        )
+                        if pooled < size:
+                            continue
+                        stepped = batch_number % accumulation == 0
+                        if stepped:
+                            self.step()
+                        self.log(pooled_entropy / size, pooled, answered, stepped)
+                        pooled, pooled_entropy, answered = 0, 0.0, 0
+                        batch_number += 1
+                        ends_here = answer[take[-1]] in self.stop or take[-1] + 1 == len(answer)
+                        if stepped and not ends_here:
+                            decided, redecode = take[-1] + 1, True
+                            break
+                    if not redecode:
+                        break
+                answered += len(answer)
+                bar.update(1)
+        bar.close()
+        if pooled or answered or not self.trajectory:
+            # never applied: a partial batch, or answers with nothing left to score
+            self.log(pooled_entropy / pooled if pooled else None, pooled, answered, False)
+        return self.trajectory
+
+
+def prompt_token_ids(tokenizer, prompt: list[dict]) -> list[int]:
+    return tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
+
+
+def greedy_continuation(
+    mixture: Mixture, ids: list[int], prefix: list[int], max_new_tokens: int, stop: set[int]
+) -> list[int]:
+    """The greedy answer tokens after prompt + prefix (with the KV cache, no gradient),
+    up to and including a stop token, for an answer of at most max_new_tokens in all."""
+    room = max_new_tokens - len(prefix)
+    if room <= 0 or (prefix and prefix[-1] in stop):
+        return []
+    model = mixture.model
+    seq = torch.tensor([ids + prefix], dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=seq,
+            attention_mask=torch.ones_like(seq),
+            max_new_tokens=room,
+            do_sample=False,
+            eos_token_id=sorted(stop),
+            pad_token_id=sorted(stop)[0],
+        )
+    new = out[0, seq.shape[1] :].tolist()
+    end = next((j + 1 for j, t in enumerate(new) if t in stop), len(new))
+    return new[:end]
+
+
+def sequence_positions(ids: list[int], answer: list[int], chosen: list[int], device) -> Scored:
+    """One unpadded prompt + answer, scoring the given answer positions."""
+    seq = torch.tensor([ids + answer], dtype=torch.long, device=device)
+    width = len(ids)
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
+    return Scored(
+        seq,
+        torch.ones_like(seq),
+        torch.arange(seq.shape[1], device=device)[None],
+        as_tensor([0] * len(chosen)),
+        as_tensor([width + j - 1 for j in chosen]),  # logits at t predict token t + 1
+        [answer],
+    )
 
 
 GUARDS = ("none", "l2", "floor")
@@ -509,6 +672,8 @@ TRAJECTORY_FIELDS = [
     "loss",
     "scored_tokens",
     "answer_tokens",
+    "stepped",
+    "optimizer_steps",
     "general_weight_mean",
     "general_weight_min",
     "general_weight_max",
@@ -637,13 +802,20 @@ def run_lrs(
         lr_settings = replace(settings, lr=float(lr))
         trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress)
         scored = sum(row["scored_tokens"] for row in trajectory)
-        if scored == 0:
+        steps = trajectory[-1]["optimizer_steps"] if trajectory else 0
+        if steps == 0:
             answered = sum(row["answer_tokens"] for row in trajectory)
+            why = (
+                f"no token of the {len(prompts)} greedy answers was scored ({answered} answer "
+                "tokens in all)"
+                if scored == 0
+                else f"its {scored} scored tokens never completed an optimizer step "
+                f"({lr_settings.tokens_per_backward} per backward x "
+                f"{lr_settings.accumulation} backwards per step, schedule pooled)"
+            )
             message = (
-                f"fusion {scenario} lr {lr_settings.lr:g}: no token of the {len(prompts)} greedy "
-                f"answers was scored ({answered} answer tokens in all, none starting a title "
-                "before a stop token): the mixing weights never moved, so this 'molorec' is the "
-                "uniform mixture"
+                f"fusion {scenario} lr {lr_settings.lr:g}: {why}: the mixing weights never "
+                "moved, so this 'molorec' is the uniform mixture"
             )
             if lr_settings.require_signal:
                 raise RuntimeError(message + " (fusion.require_signal is set)")
@@ -656,7 +828,8 @@ def run_lrs(
             "prompt_choice": prompt_choice,
             "prompts": len(prompts),
             "scored_tokens": scored,
-            "learned": scored > 0,
+            "optimizer_steps": steps,
+            "learned": steps > 0,
             "collapsed_share": collapsed_share([w[0] for w in final.values()]),
             "settings": asdict(lr_settings),
         }
