@@ -212,12 +212,34 @@ VARIANTS = ["base", "general", "domain", "uniform", "molorec"]
 
 
 def eval_settings(wildcards):
-    """What an evaluation computes; not group_variants, which only shapes the jobs."""
+    """What an evaluation computes; not group_variants, which only shapes the jobs. The
+    fusion settings that choose the adapted prompts come along: metrics.json states the
+    overlap with them, and evaluate.exclude_adapted removes it."""
     evaluate = {k: v for k, v in config["evaluate"].items() if k != "group_variants"}
+    fusion = config["fusion"]
     return {
         "seed": config["seed"],
         "precision": config["model"]["precision"],
+        "adaptation": {
+            k: fusion[k] for k in ("n_prompts", "adapt_on", "prompt_choice")
+        },
     } | evaluate
+
+
+# evaluate.order_check: every LLM variant evaluated a second time with the candidates
+# re-ordered; its files lie in <variant folder>/order_check/.
+ORDER_CHECK = config["evaluate"]["order_check"] != "none"
+ORDER_CHECK_FILES = {
+    "order_check_predictions": "order_check/predictions.parquet",
+    "order_check_metrics": "order_check/metrics.json",
+}
+
+
+def order_check_outputs(folder):
+    """The named order-check outputs of a variant folder; none without the order check."""
+    return {
+        k: f"{folder}/{name}" for k, name in ORDER_CHECK_FILES.items() if ORDER_CHECK
+    }
 
 
 # The LLM variants with a fixed adapter (or none), evaluated on test; the fused adapter of
@@ -277,10 +299,12 @@ def eval_inputs(domain, scenario, split, variants):
 
 def eval_outputs_of(scenario, split):
     """The output files of one scenario's grouped evaluation job, {domain} left open."""
+    names = ["predictions.parquet", "metrics.json"]
+    names += list(ORDER_CHECK_FILES.values()) if ORDER_CHECK else []
     return [
         f"{eval_folder('{domain}', scenario, split, v)}/{name}"
         for v in scenario_variants(scenario, split)
-        for name in ("predictions.parquet", "metrics.json")
+        for name in names
     ]
 
 
@@ -291,14 +315,36 @@ def lr_outputs(wildcards, split, name):
     ]
 
 
+def select_inputs(wildcards):
+    """The fused lrs' metrics (selection set and test) and test predictions, and their
+    order checks when evaluate.order_check is on."""
+    inputs = {
+        "val": lr_outputs(wildcards, "val", "metrics.json"),
+        "test": lr_outputs(wildcards, "test", "metrics.json"),
+        "predictions": lr_outputs(wildcards, "test", "predictions.parquet"),
+    }
+    if ORDER_CHECK:
+        for key, name in ORDER_CHECK_FILES.items():
+            inputs[key] = lr_outputs(wildcards, "test", name)
+    return inputs
+
+
 def eval_outputs():
     variants = VARIANTS + config["evaluate"]["baselines"]
-    return expand(
+    outputs = expand(
         "results/eval/{domain}/{scenario}/{variant}/metrics.json",
         domain=TARGET_DOMAINS,
         scenario=SCENARIOS,
         variant=variants,
     )
+    if ORDER_CHECK:  # the LLM variants' only: a baseline does not read the prompt
+        outputs += expand(
+            "results/eval/{domain}/{scenario}/{variant}/order_check/metrics.json",
+            domain=TARGET_DOMAINS,
+            scenario=SCENARIOS,
+            variant=VARIANTS,
+        )
+    return outputs
 
 
 def all_outputs():

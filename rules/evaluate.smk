@@ -34,6 +34,7 @@ if GROUP_EVAL:
                     scenario=_scenario,
                     split=_split,
                     settings=eval_settings,
+                    prompt=instruction_params,
                     jobs=lambda w, sc=_scenario, sp=_split: eval_jobs(
                         w.domain, sc, sp, scenario_variants(sc, sp)
                     ),
@@ -47,6 +48,7 @@ else:
         input:
             unpack(lambda w: eval_inputs(w.domain, w.scenario, "test", [w.variant])),
         output:
+            **order_check_outputs("results/eval/{domain}/{scenario}/{variant}"),
             predictions="results/eval/{domain}/{scenario}/{variant}/predictions.parquet",
             metrics="results/eval/{domain}/{scenario}/{variant}/metrics.json",
         log:
@@ -67,6 +69,7 @@ else:
             scenario=lambda w: w.scenario,
             split="test",
             settings=eval_settings,
+            prompt=instruction_params,
             jobs=lambda w: eval_jobs(w.domain, w.scenario, "test", [w.variant]),
         script:
             "../workflow/scripts/evaluate_llm.py"
@@ -75,6 +78,9 @@ else:
         input:
             unpack(lambda w: eval_inputs(w.domain, w.scenario, w.split, [f"lr{w.lr}"])),
         output:
+            # The order check on both splits, as in the grouped jobs (an output cannot depend
+            # on a wildcard's value): the selection set's costs a second pass too.
+            **order_check_outputs("results/eval/{domain}/{scenario}/lr{lr}/{split}"),
             predictions="results/eval/{domain}/{scenario}/lr{lr}/{split}/predictions.parquet",
             metrics="results/eval/{domain}/{scenario}/lr{lr}/{split}/metrics.json",
         log:
@@ -96,6 +102,7 @@ else:
             scenario=lambda w: w.scenario,
             split=lambda w: w.split,
             settings=eval_settings,
+            prompt=instruction_params,
             jobs=lambda w: eval_jobs(w.domain, w.scenario, w.split, [f"lr{w.lr}"]),
         script:
             "../workflow/scripts/evaluate_llm.py"
@@ -103,10 +110,9 @@ else:
 
 rule select_molorec:
     input:
-        val=lambda w: lr_outputs(w, "val", "metrics.json"),
-        test=lambda w: lr_outputs(w, "test", "metrics.json"),
-        predictions=lambda w: lr_outputs(w, "test", "predictions.parquet"),
+        unpack(select_inputs),
     output:
+        **order_check_outputs("results/eval/{domain}/{scenario}/molorec"),
         predictions="results/eval/{domain}/{scenario}/molorec/predictions.parquet",
         metrics="results/eval/{domain}/{scenario}/molorec/metrics.json",
         selection="results/eval/{domain}/{scenario}/molorec/selection.json",

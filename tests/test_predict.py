@@ -28,12 +28,13 @@ IDS = [f"I{i}" for i in range(len(TITLES))]
     [
         ("Halo 3: ODST", ["I1"], 0, 0),  # no separator
         ("  Halo 3: ODST ||LEGO City Fire Station  ", ["I1", "I2"], 0, 0),  # extra spaces
-        ("Halo 3: ODST||Halo 4||数据结构（上）", ["I1", "I3"], 1, 0),  # a hallucinated title
-        ("Halo 3: ODST||Halo 3: ODST||Halo 3: ODST", ["I1"], 0, 2),  # duplicates
+        # A hallucinated title and repeats keep their slots (None): raw positions.
+        ("Halo 3: ODST||Halo 4||数据结构（上）", ["I1", None, "I3"], 1, 0),
+        ("Halo 3: ODST||Halo 3: ODST||Halo 3: ODST", ["I1", None, None], 0, 2),
         ("", [], 0, 0),  # empty output
         (None, [], 0, 0),
         ("||Burt's Bees Lip Balm|||Halo 3: ODST||", ["I5", "I1"], 0, 0),  # stray pipes
-        ("halo 3: odst", [], 1, 0),  # exact matching is case-sensitive
+        ("halo 3: odst", [None], 1, 0),  # exact matching is case-sensitive
     ],
 )
 def test_parse_answer(text, ranking, invalid, duplicate):
@@ -45,8 +46,74 @@ def test_parse_answer_with_titles_holding_pipes_and_normalised_matching():
     titles = ["Red|Blue Nail Polish", "Tom & Jerry", "A  B"]
     ids = ["x", "y", "z"]
     assert parse_answer("Red|Blue Nail Polish||Tom & Jerry", titles, ids).ranking == ["x", "y"]
-    assert parse_answer("tom &amp; jerry||a b", titles, ids).ranking == []
+    assert parse_answer("tom &amp; jerry||a b", titles, ids).ranking == [None, None]
     assert parse_answer("tom &amp; jerry||a b", titles, ids, normalised=True).ranking == ["y", "z"]
+
+
+def test_the_target_ranks_at_its_raw_position_in_the_answer():
+    """The issue's two answers: a hallucinated entry before the target, and three repeats of
+    another title. Dropping them would rank Serum A first and second; the original scores
+    the raw position of the split answer: second and fourth."""
+    from molorec.evaluate import _parsed_predictions, metrics_of
+
+    titles = {"s": "Serum A", "t": "Toner B", "c": "Cream C"}
+    texts = [
+        "Hallucinated X||Serum A||Toner B",
+        "Toner B||Toner B||Toner B||Serum A",
+        "Serum A||Made Up Y",
+        "",
+    ]
+    rows = pl.DataFrame({"user": ["u1", "u2", "u3", "u4"], "target": ["s"] * 4})
+    rows = rows.with_columns(candidates=pl.lit(["c", "s", "t"]))
+    preds = _parsed_predictions(rows, texts, titles, normalised=False)
+    rankings = preds["ranking"].to_list()
+    assert rankings == [[None, "s", "t"], ["t", None, None, "s"], ["s", None], []]
+    assert [target_rank(r, "s") for r in rankings] == [2, 4, 1, None]
+    m = metrics_of(preds, seed=0)
+    assert (m["HR@1"], m["HR@3"], m["HR@5"]) == (0.25, 0.5, 0.75)
+    assert m["NDCG@3"] == pytest.approx((1 / math.log2(3) + 1) / 4)
+    # Per variant: the share of answers with an invalid entry, with a duplicate, empty.
+    assert (m["invalid_answer_share"], m["duplicate_answer_share"]) == (0.5, 0.25)
+    assert m["empty_answer_share"] == 0.25
+    assert m["valid_ratio"] == pytest.approx(7 / 9)  # 9 entries, two not candidates
+
+
+def perturbed_tiny(tiny):
+    """The tiny model with its layers perturbed: a less uniform model than the fresh one."""
+    model, _ = load_base(tiny)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.model.layers.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model.eval()
+
+
+def test_mean_rank_score_lifts_a_long_title_over_a_short_one(tiny, tokenizer):
+    """evaluate.rank_score mean: a title's score is its tokens' mean log-likelihood. Summed,
+    every extra token lowers a title's score, so a long title with likelier tokens ranks
+    below a short one; averaged, it ranks above."""
+    model = perturbed_tiny(tiny)
+    prompt = prompt_ids(tokenizer, conversation(0, "unused"))
+    titles = [*TITLES, "LEGO City Fire Station with Fire Truck, Helicopter and Three Minifigures"]
+    cands = candidate_ids(tokenizer, titles)
+    sums = rank_brute_force(model, prompt, cands)  # the reference: a full forward each
+    means = sums / torch.tensor([len(c) for c in cands])
+    # A short title S and a longer one L: S ahead by the sum, L ahead per token.
+    pairs = [
+        (s, long)
+        for s in range(len(cands))
+        for long in range(len(cands))
+        if len(cands[long]) > len(cands[s]) and sums[long] < sums[s] and means[long] > means[s]
+    ]
+    assert pairs
+    short, long = pairs[0]
+    by_sum = rank_candidates(model, prompt, cands, "sum")
+    by_mean = rank_candidates(model, prompt, cands, "mean")
+    assert by_sum[short] > by_sum[long] and by_mean[long] > by_mean[short]
+    torch.testing.assert_close(by_mean, means, rtol=0, atol=1e-4)
+    torch.testing.assert_close(rank_candidates(model, prompt, cands), by_sum)  # sum: default
+    with pytest.raises(ValueError, match="rank_score"):
+        rank_candidates(model, prompt, cands, "max")
 
 
 def test_rank_backend_equals_brute_force_scoring(tiny, tokenizer):
@@ -198,9 +265,9 @@ def test_evaluation_outputs_and_selection_without_test_labels(tmp_path):
     metrics = write_evaluation(preds, tmp_path / "markov", seed=0)
     assert metrics["HR@1"] == 1.0 and metrics["n"] == 3 and metrics["valid_ratio"] == 1.0
     assert (tmp_path / "markov/predictions.parquet").is_file()
-    # valid_ratio counts generated titles that are candidates.
-    generated = preds.with_columns(n_invalid=pl.lit(3, dtype=pl.Int32))
-    assert metrics_of(generated, 0)["valid_ratio"] == pytest.approx(12 / 21)
+    # Nothing generated: no answer shares (test_the_target_ranks_at_its_raw_position...).
+    assert metrics["invalid_answer_share"] is None and metrics["duplicate_answer_share"] is None
+    assert metrics_of(preds, 0)["HR@1"] == metrics["HR@1"]
 
     val = {
         "0.5": {"HR@1": 0.2, "HR@3": 0.4, "NDCG@3": 0.3},
@@ -244,3 +311,244 @@ def test_vllm_lora_rank_follows_the_adapter(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 1024}))
     with pytest.raises(ValueError, match="exceeds vLLM's largest"):
         vllm_lora_rank(str(tmp_path))
+
+
+# --- the examples evaluated, the adaptation overlap and the candidate order check --------
+
+
+def toy_domain(n_users: int = 40):
+    """A target domain's examples, catalog and instructions, as the stages build them."""
+    from molorec.data.examples import ExampleSettings, build_examples
+    from molorec.data.instructions import DEFAULT_PROMPT, build_instructions
+
+    interactions = pl.DataFrame(
+        [(f"U{u:02d}", f"I{(u * 7 + k * 3) % 60:02d}") for u in range(n_users) for k in range(7)],
+        schema=["user", "item"],
+        orient="row",
+    )
+    # Titles of 3 lengths: the rank_score options order them differently.
+    items = pl.DataFrame(
+        {
+            "item": [f"I{i:02d}" for i in range(60)],
+            "title": [f"Title of I{i:02d}" + " with more words" * (i % 3) for i in range(60)],
+        }
+    )
+    s = ExampleSettings(
+        seed=3,
+        domain="d",
+        role="target",
+        n_candidates=6,
+        answer_size=2,
+        cold_item_fraction=0.2,
+        selection_fraction=0.3,
+    )
+    examples, _ = build_examples(interactions, items, s)
+    prompt = {"prompt": DEFAULT_PROMPT, "answer_size": 2, "n_candidates": 6}
+    instructions = build_instructions(examples, items, "d", DEFAULT_PROMPT, prompt)
+    return examples, items, instructions, prompt
+
+
+def eval_settings(**changes) -> dict:
+    s = {
+        "max_examples": 0,
+        "max_selection_examples": 0,
+        "exclude_adapted": False,
+        "adaptation": {
+            "n_prompts": {"warm": 3, "cold": 2},
+            "adapt_on": "test",
+            "prompt_choice": "target_scenario",
+        },
+    }
+    return s | changes
+
+
+@pytest.mark.parametrize("choice", ["target_scenario", "first_n"])
+def test_evaluation_marks_and_can_exclude_what_fusion_adapted_on(choice):
+    """The adapted examples are fusion's own choice (the prompts adaptation_prompts gives
+    it); with exclude_adapted none of them is evaluated, and the cap still holds."""
+    from molorec.evaluate import adaptation_facts, evaluated_rows
+    from molorec.fusion import adaptation_prompts
+
+    examples, _, instructions, _ = toy_domain()
+    for scenario in ("warm", "cold"):
+        s = eval_settings(max_examples=4)
+        s["adaptation"]["prompt_choice"] = choice
+        rows = evaluated_rows(examples, instructions, "test", scenario, s)
+        n = s["adaptation"]["n_prompts"][scenario]
+        prompts = adaptation_prompts(instructions, scenario, "test", n, choice)
+        evaluated = [[t for t in m if t["role"] != "assistant"] for m in rows["messages"]]
+        # Marked: exactly the evaluated rows whose prompt fusion adapted on.
+        assert rows["adapted"].to_list() == [m in prompts for m in evaluated]
+        assert adaptation_facts(rows, s)["adapted_examples"] == sum(m in prompts for m in evaluated)
+        if choice == "target_scenario":  # the paper's: the first n evaluated are adapted on
+            assert rows["adapted"].to_list() == [True] * n + [False] * (rows.height - n)
+        kept = evaluated_rows(
+            examples, instructions, "test", scenario, s | {"exclude_adapted": True}
+        )
+        assert not kept["adapted"].any() and kept.height == 4
+        shown = [[t for t in m if t["role"] != "assistant"] for m in kept["messages"]]
+        assert not any(m in prompts for m in shown)
+        everything = evaluated_rows(
+            examples, instructions, "test", scenario, s | {"max_examples": 0}
+        )
+        unadapted = everything.filter(~pl.col("adapted"))
+        assert kept["user"].to_list() == unadapted["user"].to_list()[:4]
+        assert adaptation_facts(kept, s)["adapted_examples"] == 0
+
+
+def test_the_selection_set_has_its_own_cap():
+    """max_examples caps the test examples; max_selection_examples the selection set."""
+    from molorec.evaluate import evaluated_rows
+
+    examples, _, instructions, _ = toy_domain()
+    selection = examples.filter(pl.col("selection") & ~pl.col("cold"))
+    assert selection.height > 3
+    capped_test = eval_settings(max_examples=3)
+    assert evaluated_rows(examples, instructions, "val", "warm", capped_test).height == (
+        selection.height
+    )
+    assert evaluated_rows(examples, instructions, "test", "warm", capped_test).height == 3
+    capped_val = eval_settings(max_selection_examples=2)
+    val = evaluated_rows(examples, instructions, "val", "warm", capped_val)
+    assert val["user"].to_list() == selection["user"].to_list()[:2]
+    assert evaluated_rows(examples, instructions, "test", "warm", capped_val).height > 3
+
+
+@pytest.mark.parametrize("order", ["reversed", "permuted"])
+def test_the_order_check_changes_the_candidate_order_only(order):
+    from molorec.evaluate import evaluated_rows, reorder_candidates
+
+    examples, items, instructions, prompt = toy_domain()
+    rows = evaluated_rows(examples, instructions, "test", "warm", eval_settings(max_examples=10))
+    titles = dict(items.iter_rows())
+    again = reorder_candidates(rows, items, order, 7, prompt)
+    assert again.select("user", "target").equals(rows.select("user", "target"))
+    moved = 0
+    for before, after, msgs, new_msgs in zip(
+        rows["candidates"], again["candidates"], rows["messages"], again["messages"], strict=True
+    ):
+        before, after = before.to_list(), after.to_list()
+        assert sorted(after) == sorted(before)
+        if order == "reversed":
+            assert after == before[::-1]
+        moved += after != before
+        # The prompt lists the new order; everything else in the messages is unchanged.
+        old_list = "||".join(titles[c] for c in before)
+        new_list = "||".join(titles[c] for c in after)
+        assert new_list in new_msgs[1]["content"]
+        assert new_msgs[1]["content"] == msgs[1]["content"].replace(old_list, new_list)
+        assert [new_msgs[0], new_msgs[2]] == [msgs[0], msgs[2]]
+    assert moved == rows.height
+    # Seeded: the same draw every time, another with another seed.
+    assert reorder_candidates(rows, items, order, 7, prompt).equals(again)
+    if order == "permuted":
+        assert not reorder_candidates(rows, items, order, 8, prompt).equals(again)
+
+
+def test_reordering_to_the_same_order_renders_the_stored_prompt():
+    """The re-rendered prompt is the instruction stage's own: with the order kept, it
+    equals instructions.parquet's messages exactly."""
+    from molorec.evaluate import evaluated_rows, reorder_candidates
+
+    examples, items, instructions, prompt = toy_domain()
+    rows = evaluated_rows(examples, instructions, "test", "cold", eval_settings())
+    twice = reorder_candidates(
+        reorder_candidates(rows, items, "reversed", 0, prompt), items, "reversed", 0, prompt
+    )
+    assert twice["messages"].to_list() == rows["messages"].to_list()
+
+
+def test_top1_agreement():
+    from molorec.evaluate import top1_agreement
+
+    given = pl.DataFrame(
+        {"user": ["a", "b", "c", "d"], "ranking": [["x", "y"], ["y", "x"], [None, "x"], []]},
+        schema={"user": pl.String, "ranking": pl.List(pl.String)},
+    )
+    other = given.with_columns(
+        ranking=pl.Series([["x", "z"], ["x", "y"], [None, "x"], []], dtype=pl.List(pl.String))
+    )
+    # a agrees; b does not; an invalid first entry (c) or an empty answer (d) agrees with nothing.
+    assert top1_agreement(given, other) == 0.25
+    with pytest.raises(ValueError, match="same examples"):
+        top1_agreement(given, other.reverse())
+
+
+def test_rank_score_reaches_the_backend_for_every_row_set(tiny):
+    """predict_variant_sets (both orders of the order check from one load): each row set
+    predicted as predict_variants predicts it alone, with the settings' rank_score, which
+    changes the ranking here."""
+    from molorec.evaluate import (
+        evaluated_rows,
+        predict_variant_sets,
+        predict_variants,
+        reorder_candidates,
+    )
+
+    examples, items, instructions, prompt = toy_domain()
+    rows = evaluated_rows(examples, instructions, "test", "warm", eval_settings(max_examples=4))
+    titles = dict(items.iter_rows())
+    s = {"backend": "rank", "max_new_tokens": 8, "batch_size": 2, "normalised_match": False}
+    s["rank_score"] = "mean"
+    reordered = reorder_candidates(rows, items, "reversed", 0, prompt)
+    sets = {"given": rows, "reordered": reordered}
+    [(variant, both)] = list(predict_variant_sets(tiny, {"base": None}, sets, titles, s))
+    alone = dict(predict_variants(tiny, {"base": None}, rows, titles, s))["base"]
+    assert variant == "base" and both["given"].equals(alone)
+    again = dict(predict_variants(tiny, {"base": None}, reordered, titles, s))["base"]
+    assert both["reordered"].equals(again)
+    summed = dict(predict_variants(tiny, {"base": None}, rows, titles, s | {"rank_score": "sum"}))
+    assert not summed["base"].equals(alone)  # rank_score reached the backend
+
+
+def test_the_order_check_files_hold_the_reordered_run(tmp_path):
+    import json
+
+    from molorec.evaluate import _predictions, write_order_check
+
+    rows = pl.DataFrame({"user": ["a", "b"], "target": ["x", "y"]})
+
+    def preds(rankings):
+        return _predictions(rows, rankings, [None, None], [0, 0], [0, 0])
+
+    given, reordered = preds([["x", "y"], ["y", "x"]]), preds([["x", "y"], ["x", "y"]])
+    facts = {"adapted_examples": 1, "exclude_adapted": False}
+    check = write_order_check(given, reordered, tmp_path, "permuted", 0, 100, facts)
+    written = json.loads((tmp_path / "order_check/metrics.json").read_text())
+    assert written == check
+    assert (written["HR@1"], written["top1_agreement"], written["order"]) == (0.5, 0.5, "permuted")
+    assert written["adapted_examples"] == 1
+    assert pl.read_parquet(tmp_path / "order_check/predictions.parquet").equals(reordered)
+
+
+def test_the_report_states_answers_order_check_and_adaptation_overlap(tmp_path):
+    import json
+
+    from molorec.report import evaluation_checks
+
+    def write(path, **metrics):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "metrics.json").write_text(json.dumps({"valid_ratio": 1.0, "n": 20} | metrics))
+
+    eval_dir = tmp_path / "eval/d/warm"
+    generated = {
+        "invalid_answer_share": 0.25,
+        "duplicate_answer_share": 0.5,
+        "empty_answer_share": 0.0,
+        "adapted_examples": 6,
+        "exclude_adapted": False,
+    }
+    write(eval_dir / "molorec", **{"HR@1": 0.4, "NDCG@3": 0.5}, **generated)
+    reordered = {"HR@1": 0.1, "NDCG@3": 0.2, "order": "reversed", "top1_agreement": 0.35}
+    write(eval_dir / "molorec/order_check", **reordered)
+    write(eval_dir / "pop", **{"HR@1": 0.3, "NDCG@3": 0.4}, invalid_answer_share=None)
+    text = "\n".join(evaluation_checks(tmp_path, ["d"], ["warm"], ["molorec", "pop"]))
+    answers, order = text.split("## Candidate order check")
+    assert "| d | warm | molorec | 20 | 1.0000 | 0.2500 | 0.5000 | 0.0000 |" in answers
+    assert "pop" not in answers  # nothing generated: no answer shares
+    assert (
+        "| d | warm | molorec | 20 | reversed | 0.4000 | 0.1000 | 0.5000 | 0.2000 | 0.3500 |"
+        in order
+    )
+    assert "| d | warm | 20 | 6 | 0.3000 | False |" in order
+    assert "They are evaluated, as the paper does" in order

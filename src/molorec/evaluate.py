@@ -2,14 +2,19 @@
 
 LLM variants (base, general, domain, uniform, molorec) rank the candidates with a
 prediction backend; the baselines score them from the domain's training sequences. All
-variants see exactly the same examples and candidates.
+variants see exactly the same examples and candidates (evaluated_rows): with
+``evaluate.exclude_adapted`` none of the examples the fused mixture adapted on, for every
+variant alike. ``evaluate.order_check`` evaluates every LLM variant a second time on the
+same examples with the candidates re-ordered in the prompt (position bias).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from molorec.baselines import BASELINES, rank
@@ -26,25 +31,114 @@ PREDICTION_SCHEMA = {
 }
 
 
+KEYS = ["user", "split", "position"]
+
+
 def scenario_examples(
     examples: pl.DataFrame,
     instructions: pl.DataFrame,
     split: str,
     scenario: str,
     max_examples: int = 0,
+    adapted: pl.DataFrame | None = None,
+    exclude_adapted: bool = False,
 ) -> pl.DataFrame:
     """The examples of one split and scenario (warm: warm targets, cold: cold targets) that
     are evaluated, with their messages; the first ``max_examples`` in file order when > 0.
-    For ``val`` that is the selection set (molorec.data.examples): no adapter trained on it."""
-    keys = ["user", "split", "position"]
+    For ``val`` that is the selection set (molorec.data.examples): no adapter trained on it.
+
+    ``adapted``: the rows fusion adapted on (fusion.adaptation_rows); a column ``adapted``
+    then marks them, and ``exclude_adapted`` drops them before the first ``max_examples``
+    are taken (so the count stays max_examples where there are enough)."""
     evaluated = pl.col("selection") if split == "val" else pl.col("held_out")
     rows = examples.filter(
         (pl.col("split") == split) & evaluated & (pl.col("cold") == (scenario == "cold"))
     )
     rows = rows.join(
-        instructions.select(*keys, "messages"), on=keys, how="left", maintain_order="left"
+        instructions.select(*KEYS, "messages"), on=KEYS, how="left", maintain_order="left"
     )
+    if adapted is not None:
+        marks = adapted.select(KEYS).unique().with_columns(adapted=pl.lit(True))
+        rows = rows.join(marks, on=KEYS, how="left", maintain_order="left").with_columns(
+            pl.col("adapted").fill_null(False)
+        )
+        if exclude_adapted:
+            rows = rows.filter(~pl.col("adapted"))
     return rows.head(max_examples) if max_examples > 0 else rows
+
+
+def evaluated_rows(
+    examples: pl.DataFrame, instructions: pl.DataFrame, split: str, scenario: str, s: dict
+) -> pl.DataFrame:
+    """The rows every variant of (split, scenario) is evaluated on, from the evaluate
+    settings: the cap (max_examples on test, max_selection_examples on the selection set)
+    and the examples the scenario's fused mixture adapted on, marked or excluded. Fusion's
+    own choice of prompts (fusion.adaptation_rows) gives those: examples.parquet holds the
+    rows of instructions.parquet in the same order."""
+    from molorec.fusion import adaptation_rows
+
+    a = s["adaptation"]
+    adapted = adaptation_rows(
+        examples, scenario, a["adapt_on"], a["n_prompts"][scenario], a["prompt_choice"]
+    )
+    limit = s["max_selection_examples"] if split == "val" else s["max_examples"]
+    return scenario_examples(
+        examples, instructions, split, scenario, limit, adapted, s["exclude_adapted"]
+    )
+
+
+def adaptation_facts(rows: pl.DataFrame, s: dict) -> dict:
+    """What metrics.json says of the overlap: how many evaluated examples the scenario's
+    fused mixture adapted on (0 when they are excluded)."""
+    return {"adapted_examples": int(rows["adapted"].sum()), "exclude_adapted": s["exclude_adapted"]}
+
+
+ORDER_CHECKS = ("none", "reversed", "permuted")
+
+
+def candidate_order(n: int, order: str, seed: int, key: str) -> list[int]:
+    """The positions of n candidates in the re-ordered prompt: reversed, or a permutation
+    drawn from the example's own seeded generator (the same on every run and machine)."""
+    from molorec.data.examples import stable_hash
+
+    if order == "reversed":
+        return list(range(n - 1, -1, -1))
+    if order == "permuted":
+        rng = np.random.Generator(np.random.PCG64(stable_hash(seed, "order_check", key)))
+        return rng.permutation(n).tolist()
+    raise ValueError(f"evaluate.order_check {order!r}: expected one of {ORDER_CHECKS[1:]}")
+
+
+def reorder_candidates(
+    rows: pl.DataFrame, items: pl.DataFrame, order: str, seed: int, prompt: dict
+) -> pl.DataFrame:
+    """The rows with each candidate list re-ordered and the messages rendered again from
+    it by the instruction stage's own function, so that the prompts differ in the candidate
+    order only. ``prompt``: the domain's instruction settings (prompt, answer_size,
+    n_candidates), as the instruction stage got them."""
+    from molorec.data.instructions import build_instructions
+
+    reordered = [
+        [cands[i] for i in candidate_order(len(cands), order, seed, f"{u}|{sp}|{p}")]
+        for u, sp, p, cands in rows.select(*KEYS, "candidates").iter_rows()
+    ]
+    rows = rows.with_columns(candidates=pl.Series(reordered, dtype=pl.List(pl.String)))
+    rendered = build_instructions(rows, items, "", prompt["prompt"], prompt)
+    return rows.with_columns(messages=rendered["messages"])
+
+
+def top1_agreement(given: pl.DataFrame, reordered: pl.DataFrame) -> float:
+    """The share of examples whose first-ranked candidate is the same in both orders (an
+    invalid or missing first entry agrees with nothing)."""
+    if given["user"].to_list() != reordered["user"].to_list():
+        raise ValueError("the order check compares the same examples in the same order")
+    if given.height == 0:
+        return math.nan
+    same = [
+        bool(a) and bool(b) and a[0] is not None and a[0] == b[0]
+        for a, b in zip(given["ranking"].to_list(), reordered["ranking"].to_list(), strict=True)
+    ]
+    return sum(same) / len(same)
 
 
 def training_sequences(
@@ -71,7 +165,6 @@ def predict_baseline(name: str, rows: pl.DataFrame, data, seed: int) -> pl.DataF
     """Rank every row's candidates with baseline ``name`` fitted on ``data``
     (molorec.baselines.TrainingData, from baseline_training_data)."""
     model = BASELINES[name](seed=seed).fit(data)
-
     rankings = [
         rank(model, h, c, key=f"{u}|{p}")
         for u, p, h, c in rows.select("user", "position", "history", "candidates").iter_rows()
@@ -88,8 +181,10 @@ def predict_llm(
     max_new_tokens: int = 256,
     batch_size: int = 8,
     normalised: bool = False,
+    rank_score: str = "sum",
 ) -> pl.DataFrame:
-    """Rank the candidates of every row with the model (an adapter already applied)."""
+    """Rank the candidates of every row with the model (an adapter already applied).
+    ``rank_score``: how the rank backend scores a title (predict.rank_candidates)."""
     import torch
 
     from molorec.predict import candidate_ids, generate_texts, prompt_ids, rank_candidates
@@ -106,6 +201,7 @@ def predict_llm(
                 model,
                 prompt_ids(tokenizer, msgs),
                 candidate_ids(tokenizer, [titles[c] for c in cands]),
+                rank_score,
             )
             order = torch.argsort(scores, descending=True, stable=True).tolist()
             rankings.append([cands[i] for i in order])
@@ -139,13 +235,29 @@ def predict_variants(
     base: str, adapters: dict[str, str | None], rows: pl.DataFrame, titles: dict, s: dict
 ):
     """Every LLM variant of one (domain, scenario, split) from one load of the base model:
-    yields (variant, predictions) in the order given. An adapter is merged into the base
+    yields (variant, predictions) in the order given (predict_variant_sets, one row set)."""
+    for variant, predictions in predict_variant_sets(base, adapters, {"rows": rows}, titles, s):
+        yield variant, predictions["rows"]
+
+
+def predict_variant_sets(
+    base: str,
+    adapters: dict[str, str | None],
+    row_sets: dict[str, pl.DataFrame],
+    titles: dict,
+    s: dict,
+):
+    """Every LLM variant from one load of the base model, each on every row set (name ->
+    rows: the examples, and the same examples re-ordered for the order check): yields
+    (variant, {name: predictions}) in the order given. An adapter is merged into the base
     weights for its variant, then the base weights are restored from a saved copy (not by
     unmerging, which rounds): each variant starts from the very weights a job of its own
-    would load, so its predictions are byte-identical to that job's."""
+    would load, so its predictions are byte-identical to that job's. Each row set is
+    predicted on its own (generation batches never mix them), so the examples' predictions
+    do not depend on whether the order check runs."""
     if s["backend"] == "vllm":
-        yield from predict_vllm_variants(
-            base, adapters, rows, titles, s["max_new_tokens"], s["normalised_match"]
+        yield from vllm_variant_sets(
+            base, adapters, row_sets, titles, s["max_new_tokens"], s["normalised_match"]
         ).items()
         return
     import torch
@@ -157,14 +269,16 @@ def predict_variants(
     model, tokenizer = load_base(base, dtype=model_dtype(s.get("precision", "auto"), cuda))
     model.to("cuda" if cuda else "cpu").eval()
     pristine = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    # Settings from the schema carry rank_score; a hand-made dict (benchmarks) may leave it
+    # to rank_candidates' own.
+    options = {"rank_score": s["rank_score"]} if "rank_score" in s else {}
     for variant, adapter in adapters.items():
         merged = model
         if adapter:
             # Merged once: every prediction then runs at the base model's speed.
             merged = PeftModel.from_pretrained(model, adapter_weights(adapter)).merge_and_unload()
-        yield (
-            variant,
-            predict_llm(
+        predictions = {
+            name: predict_llm(
                 merged,
                 tokenizer,
                 rows,
@@ -173,8 +287,11 @@ def predict_variants(
                 s["max_new_tokens"],
                 s["batch_size"],
                 s["normalised_match"],
-            ),
-        )
+                **options,
+            )
+            for name, rows in row_sets.items()
+        }
+        yield variant, predictions
         if adapter:
             model.load_state_dict(pristine)
             if hasattr(model, "peft_config"):  # left by peft's injection: a clean model
@@ -217,6 +334,20 @@ def predict_vllm_variants(
     """Greedy decoding served by one vLLM engine for every variant: each adapter is a
     LoRARequest of that engine (max_loras covers them all; max_lora_rank holds the largest,
     a fused adapter's r_general + r_domain). GPU machines only."""
+    sets = vllm_variant_sets(base, adapters, {"rows": rows}, titles, max_new_tokens, normalised)
+    return {variant: predictions["rows"] for variant, predictions in sets.items()}
+
+
+def vllm_variant_sets(
+    base: str,
+    adapters: dict[str, str | None],
+    row_sets: dict[str, pl.DataFrame],
+    titles: dict[str, str],
+    max_new_tokens: int,
+    normalised: bool = False,
+) -> dict[str, dict[str, pl.DataFrame]]:
+    """predict_vllm_variants on every row set (name -> rows) from one engine:
+    {variant: {name: predictions}}."""
     try:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
@@ -227,13 +358,15 @@ def predict_vllm_variants(
         ) from None
     requests = lora_requests(adapters)
     llm = LLM(model=base, seed=0, **vllm_engine_args(requests))
-    prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
     greedy = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     out = {}
     for variant, request in requests.items():
         lora = LoRARequest(*request) if request else None
-        texts = [o.outputs[0].text for o in llm.chat(prompts, greedy, lora_request=lora)]
-        out[variant] = _parsed_predictions(rows, texts, titles, normalised)
+        out[variant] = {}
+        for name, rows in row_sets.items():
+            prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
+            texts = [o.outputs[0].text for o in llm.chat(prompts, greedy, lora_request=lora)]
+            out[variant][name] = _parsed_predictions(rows, texts, titles, normalised)
     return out
 
 
@@ -284,23 +417,63 @@ def _predictions(rows, rankings, outputs, invalid, duplicate) -> pl.DataFrame:
 
 
 def metrics_of(predictions: pl.DataFrame, seed: int, n_boot: int = 1000) -> dict:
-    """metrics.json of a predictions table. valid_ratio: the share of generated titles that
-    are candidates (1 for ranking backends and baselines)."""
+    """metrics.json of a predictions table. The target's rank is its slot in the ranking:
+    for a generated answer its raw position, invalid and repeated entries keeping theirs.
+    valid_ratio: the share of generated entries that are candidates (1 for ranking backends
+    and baselines). For generated answers, the share of answers with at least one invalid
+    entry, with at least one duplicate entry, and empty (None where nothing was generated:
+    the rank backend and the baselines rank every candidate once)."""
     ranks = [target_rank(r, t) for r, t in predictions.select("ranking", "target").iter_rows()]
-    valid = int(predictions["ranking"].list.len().sum() + predictions["n_duplicate"].sum())
+    entries = int(predictions["ranking"].list.len().sum())
     invalid = int(predictions["n_invalid"].sum())
-    ratio = valid / (valid + invalid) if valid + invalid else 1.0
-    return summarise(ranks, ratio, seed=seed, n_boot=n_boot)
+    ratio = (entries - invalid) / entries if entries else 1.0
+    metrics = summarise(ranks, ratio, seed=seed, n_boot=n_boot)
+    answers = predictions.filter(pl.col("output").is_not_null())
+    shares = {
+        "invalid_answer_share": pl.col("n_invalid") > 0,
+        "duplicate_answer_share": pl.col("n_duplicate") > 0,
+        "empty_answer_share": pl.col("ranking").list.len() == 0,
+    }
+    for name, answer_has in shares.items():
+        metrics[name] = answers.select(answer_has.mean()).item() if answers.height else None
+    return metrics
 
 
 def write_evaluation(
-    predictions: pl.DataFrame, out_dir: str | Path, seed: int, n_boot: int = 1000
+    predictions: pl.DataFrame,
+    out_dir: str | Path,
+    seed: int,
+    n_boot: int = 1000,
+    facts: dict | None = None,
 ) -> dict:
+    """predictions.parquet and metrics.json; ``facts`` (what the evaluation was run on, e.g.
+    adaptation_facts) are added to metrics.json as they are."""
     out = Path(out_dir)
     write_parquet(predictions, out / "predictions.parquet")
-    metrics = metrics_of(predictions, seed, n_boot)
+    metrics = metrics_of(predictions, seed, n_boot) | (facts or {})
     write_json(metrics, out / "metrics.json")
     return metrics
+
+
+ORDER_CHECK_DIR = "order_check"
+
+
+def write_order_check(
+    given: pl.DataFrame,
+    reordered: pl.DataFrame,
+    out_dir: str | Path,
+    order: str,
+    seed: int,
+    n_boot: int = 1000,
+    facts: dict | None = None,
+) -> dict:
+    """The variant on its examples with the candidates re-ordered: predictions.parquet and
+    metrics.json under <variant folder>/order_check/, with the order and how often the
+    first-ranked candidate agrees with the given order's."""
+    extra = {"order": order, "top1_agreement": top1_agreement(given, reordered)}
+    return write_evaluation(
+        reordered, Path(out_dir) / ORDER_CHECK_DIR, seed, n_boot, (facts or {}) | extra
+    )
 
 
 SELECTION_SCORE = ("HR@1", "HR@3", "NDCG@3")

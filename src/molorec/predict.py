@@ -2,12 +2,15 @@
 
 - ``generate``: batched greedy decoding (left padding); the answer is split on ``||`` and
   every part matched exactly (or, optionally, after normalising case, spaces and HTML
-  entities) to the example's candidate titles. Titles that are not candidates are counted
-  as invalid, repeats as duplicates; the ranking keeps the valid ones, first occurrence.
+  entities) to the example's candidate titles. The ranking has one slot per entry, as the
+  original scores the raw position of the split answer: a title that is not a candidate
+  (invalid) or repeats an earlier one (duplicate) keeps its slot, as None, so it still
+  pushes the entries after it down. Dropping them instead would rank ``X||Serum A`` with
+  Serum A first and inflate HR for the models that invent most.
 - ``rank``: every candidate title is scored by its log-likelihood as the first title of the
-  answer (its tokens and the separator after it). The prompt is encoded once per example
-  and the candidates, packed into one sequence, share its KV cache. A full ranking,
-  always valid.
+  answer (its tokens and the separator after it), summed or averaged over those tokens.
+  The prompt is encoded once per example and the candidates, packed into one sequence,
+  share its KV cache. A full ranking, always valid.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def normalise(title: str) -> str:
 
 @dataclass
 class Parsed:
-    ranking: list[str]
+    ranking: list[str | None]  # one slot per entry: a candidate id, None if invalid or repeated
     n_invalid: int
     n_duplicate: int
 
@@ -37,12 +40,14 @@ class Parsed:
 def parse_answer(
     text: str | None, titles: list[str], ids: list[str], normalised: bool = False
 ) -> Parsed:
-    """Turn generated text into a ranking of candidate ids."""
+    """Turn generated text into a ranking of candidate ids, slot by slot: the target's rank
+    is its raw position in the answer. An empty part (a stray separator, ``A||||B``) is no
+    entry and takes no slot; the original, which does not strip, would give it one."""
     if not text:
         return Parsed([], 0, 0)
     key = normalise if normalised else (lambda t: t)
     lookup = {key(t): i for t, i in zip(titles, ids, strict=True)}
-    ranking, invalid, duplicate = [], 0, 0
+    ranking, seen, invalid, duplicate = [], set(), 0, 0
     for part in text.split(SEPARATOR):
         # Titles never start or end with a pipe or a space (see titles.clean_title).
         title = part.strip().strip("|").strip()
@@ -51,10 +56,12 @@ def parse_answer(
         item = lookup.get(key(title))
         if item is None:
             invalid += 1
-        elif item in ranking:
+        elif item in seen:
             duplicate += 1
+            item = None
         else:
-            ranking.append(item)
+            seen.add(item)
+        ranking.append(item)
     return Parsed(ranking, invalid, duplicate)
 
 
@@ -89,8 +96,14 @@ def generate_texts(
                 pad_token_id=tokenizer.pad_token_id,
             )
         width = enc["input_ids"].shape[1]
-        texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        texts += decode_answers(tokenizer, out[:, width:])
     return texts
+
+
+def decode_answers(tokenizer, tokens) -> list[str]:
+    """Generated token rows to answer texts, without the special tokens (end of turn,
+    padding) that would otherwise stick to the last title."""
+    return tokenizer.batch_decode(tokens, skip_special_tokens=True)
 
 
 def candidate_ids(tokenizer, titles: list[str]) -> list[list[int]]:
@@ -98,13 +111,22 @@ def candidate_ids(tokenizer, titles: list[str]) -> list[list[int]]:
     return tokenizer([t + SEPARATOR for t in titles], add_special_tokens=False)["input_ids"]
 
 
-def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:
-    """Log-likelihood of every candidate continuation of the prompt.
+RANK_SCORES = ("sum", "mean")
+
+
+def rank_candidates(
+    model, prompt: list[int], candidates: list[list[int]], score: str = "sum"
+) -> torch.Tensor:
+    """Log-likelihood of every candidate continuation of the prompt: ``sum`` over its tokens
+    (the sequence's probability, which favours short titles), or ``mean`` per token (length
+    normalised).
 
     The prompt runs once. The candidates are then packed into one sequence after it: a 4D
     mask lets each token see the prompt's cache and its own candidate's earlier tokens
     only, and positions restart after the prompt for every candidate. So 30 titles cost one
     forward of their tokens, without 30 copies of the prompt's cache or padding."""
+    if score not in RANK_SCORES:
+        raise ValueError(f"evaluate.rank_score {score!r}: expected one of {RANK_SCORES}")
     device = model.device
     with torch.no_grad():
         # Only the last prompt position's logits are needed: skip the other rows.
@@ -136,8 +158,8 @@ def rank_candidates(model, prompt: list[int], candidates: list[list[int]]) -> to
         )
         picked = logits.gather(-1, ids[scoring + 1, None].to(device))[:, 0] - logits.logsumexp(-1)
         starts = torch.cumsum(lengths, 0) - lengths
-        scores = first[ids[starts.to(device)]]
-        return scores.index_add(0, owner[scoring].to(device), picked)
+        scores = first[ids[starts.to(device)]].index_add(0, owner[scoring].to(device), picked)
+        return scores / lengths.to(device) if score == "mean" else scores
 
 
 def rank_brute_force(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:

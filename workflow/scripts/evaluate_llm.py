@@ -1,32 +1,74 @@
 """Rules evaluate_llm, evaluate_fused and evaluate_<scenario>_<split>: LLM variants on one
-scenario and split, from one load of the base model (one variant per job, or all)."""
+scenario and split, from one load of the base model (one variant per job, or all); with
+evaluate.order_check, each variant a second time with the candidates re-ordered."""
 
 import polars as pl
 import torch
 
-from molorec.evaluate import predict_variants, scenario_examples, write_evaluation
+from molorec.evaluate import (
+    adaptation_facts,
+    evaluated_rows,
+    predict_variant_sets,
+    reorder_candidates,
+    write_evaluation,
+    write_order_check,
+)
 from molorec.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
     s = snakemake.params.settings
-    rows = scenario_examples(
+    rows = evaluated_rows(
         pl.read_parquet(snakemake.input.examples),
         pl.read_parquet(snakemake.input.instructions),
         snakemake.params.split,
         snakemake.params.scenario,
-        s["max_examples"],
+        s,
     )
-    titles = dict(pl.read_parquet(snakemake.input.catalog).select("item", "title").iter_rows())
+    catalog = pl.read_parquet(snakemake.input.catalog)
+    titles = dict(catalog.select("item", "title").iter_rows())
+    facts = adaptation_facts(rows, s)
+    row_sets = {"given": rows}
+    if s["order_check"] != "none":
+        row_sets["reordered"] = reorder_candidates(
+            rows, catalog, s["order_check"], s["seed"], snakemake.params.prompt
+        )
     jobs = snakemake.params.jobs  # [variant, adapter or None, output folder]
     adapters = {variant: adapter for variant, adapter, _ in jobs}
     folders = {variant: folder for variant, _, folder in jobs}
-    log.info("%d variants from one load of %s", len(jobs), snakemake.params.base)
-    for variant, predictions in predict_variants(snakemake.params.base, adapters, rows, titles, s):
-        metrics = write_evaluation(predictions, folders[variant], s["seed"], s["bootstrap"])
+    log.info(
+        "%d variants from one load of %s; %d examples, %d of them adapted on by fusion%s",
+        len(jobs),
+        snakemake.params.base,
+        rows.height,
+        facts["adapted_examples"],
+        f"; order check: {s['order_check']}" if len(row_sets) > 1 else "",
+    )
+    for variant, predictions in predict_variant_sets(
+        snakemake.params.base, adapters, row_sets, titles, s
+    ):
+        given = predictions["given"]
+        metrics = write_evaluation(given, folders[variant], s["seed"], s["bootstrap"], facts)
         log.info(
             "%s, %d examples: %s",
             variant,
             metrics["n"],
             {k: metrics[k] for k in ("HR@1", "NDCG@3")},
         )
+        if "reordered" in predictions:
+            check = write_order_check(
+                given,
+                predictions["reordered"],
+                folders[variant],
+                s["order_check"],
+                s["seed"],
+                s["bootstrap"],
+                facts,
+            )
+            log.info(
+                "%s, candidates %s: HR@1 %.4f, top-1 agreement %.3f",
+                variant,
+                s["order_check"],
+                check["HR@1"],
+                check["top1_agreement"],
+            )

@@ -1,5 +1,6 @@
 """Rule select_molorec: the fused adapter whose learning rate is best on the selection set
-(the validation examples no adapter trained on)."""
+(the validation examples no adapter trained on); with evaluate.order_check, its order-check
+files come along."""
 
 import json
 import shutil
@@ -18,6 +19,10 @@ with log_to(snakemake.log[0]) as log:
     metrics = dict(test[selection["selected_lr"]], selected_lr=selection["selected_lr"])
     write_json(metrics, snakemake.output.metrics)
     write_json(selection, snakemake.output.selection)
+    # With evaluate.order_check, the chosen lr's order check: molorec/order_check/.
+    for name in ("order_check_predictions", "order_check_metrics"):
+        if name in snakemake.output.keys():
+            shutil.copyfile(snakemake.input[name][chosen], snakemake.output[name])
     log.info(
         "selected lr %s on the selection set: %s", selection["selected_lr"], json.dumps(selection)
     )
