@@ -4,15 +4,19 @@ more test examples and 1.5 times the default run's training steps, one target do
 (Beauty) to stay within an hour on 2 CPU cores.
 
 It prints one table: HR@1, HR@3 and NDCG@3 with 95% bootstrap intervals for every LLM
-variant and baseline, warm and cold; the lr chosen on validation and the optimistic
-(test-selected) gap. Then the fusion guard: the same fusion rerun with each guard
-(the pipeline reruns only fusion, its evaluations and the selection), the label-free
-prompt choice (fusion.prompt_choice: first_n), and, for the
-collapsing warm lr, validation HR@1, weight entropy and collapsed share against steps.
+variant and baseline (content, brand and novelty among them), warm and cold; the lr chosen
+on validation and the optimistic (test-selected) gap; the report's paired tests with
+Holm-adjusted p-values and the smallest detectable effect; every LLM variant again with the
+candidates in reversed order (evaluate.order_check) and the top-1 agreement; the share of
+evaluated examples fusion adapted on. Then evaluation-only reruns on the same adapters:
+only the examples fusion did not adapt on (evaluate.exclude_adapted), length-normalised
+rank scores (evaluate.rank_score: mean), and greedy decoding (evaluate.backend: generate,
+the paper's protocol). With --guards, the fusion guards and the label-free prompt choice
+as before.
 
     python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality]
                                        [--warm-examples 32] [--train-scale 1.5]
-                                       [--no-reruns]
+                                       [--reruns adapted mean generate] [--guards]
 """
 
 from __future__ import annotations
@@ -51,7 +55,28 @@ def quality_config(warm_examples: int, train_scale: float) -> dict:
     }
     config["data"]["n_candidates"] = 30  # the paper's
     config["evaluate"]["max_examples"] = warm_examples  # cold sets are smaller: all of them
+    config["evaluate"]["order_check"] = "reversed"  # position bias, on every LLM variant
     return config
+
+
+# Evaluation-only reruns on the same adapters and fusion runs (the pipeline reruns only the
+# evaluation jobs, the selection and the report).
+RERUNS = {
+    "adapted": ("only examples not adapted on", {"exclude_adapted": True}),
+    "mean": ("rank, length-normalised scores", {"rank_score": "mean"}),
+    "generate": ("generate (greedy, parsed)", {"backend": "generate", "max_new_tokens": 96}),
+}
+LLM_VARIANTS = ("base", "general", "domain", "uniform", "molorec")
+
+
+def summary_section(workdir: Path, title: str) -> str:
+    """A section of the report's summary.md, from its heading to the next one."""
+    summary = (workdir / "results/report/summary.md").read_text()
+    if title not in summary:
+        return ""
+    start = summary.index(title)
+    end = summary.find("\n## ", start + 1)
+    return summary[start : end if end > 0 else None]
 
 
 def run(cmd: list[str]) -> float:
@@ -168,8 +193,13 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
     ap.add_argument(
-        "--no-reruns", action="store_true", help="the table only: no guard or prompt reruns"
+        "--reruns",
+        nargs="*",
+        choices=sorted(RERUNS),
+        default=list(RERUNS),
+        help="evaluation-only reruns after the main table (none: --reruns with no name)",
     )
+    ap.add_argument("--guards", action="store_true", help="also the guard and prompt reruns")
     args = ap.parse_args()
     config = quality_config(args.warm_examples, args.train_scale)
     train_steps = {k: config["train"][k]["max_steps"] for k in ("general", "domain")}
@@ -194,10 +224,31 @@ def main() -> None:
     )
     with show():
         print(quality_table(args.workdir))
-    summary = (args.workdir / "results/report/summary.md").read_text()
-    start = summary.index("## Did it learn?")
-    print(summary[start : summary.index("| domain", start)])
-    if args.no_reruns:
+    for title in (
+        "## Did it learn?",
+        "## Candidate order check",
+        "## Adaptation overlap",
+        "## Fusion runs",
+    ):
+        print(summary_section(args.workdir, title))
+    reruns = {}
+    for name in args.reruns:
+        label, settings = RERUNS[name]
+        changed = copy.deepcopy(config)
+        changed["evaluate"] |= settings | {"order_check": "none"}
+        seconds = run(prepare(args.workdir, changed, fresh=False))
+        table = quality_table(args.workdir).filter(
+            pl.col("variant").is_in([*LLM_VARIANTS, "content", "brand", "novelty", "random"])
+        )
+        print(f"\n### {label}: evaluation rerun in {seconds / 60:.1f} min")
+        with show():
+            print(table)
+        print(summary_section(args.workdir, "## Did it learn?"))
+        print(summary_section(args.workdir, "## Generated answers"))
+        reruns[name] = table.to_dicts()
+    (args.workdir / "bench_quality.json").write_text(json.dumps({"reruns": reruns}, indent=1))
+    if not args.guards:
+        prepare(args.workdir, config, fresh=False)  # leave the workdir at the main settings
         return
 
     guards = fusion_rows(args.workdir, "paper (no guard, target_scenario prompts)")
@@ -214,7 +265,6 @@ def main() -> None:
         for guard, strength in GUARDS:
             steps += validation_by_step(args.workdir, config, guard, strength)
         print(pl.DataFrame(steps))
-    (args.workdir / "bench_quality.json").write_text(json.dumps({"guards": guards}, indent=1))
 
 
 if __name__ == "__main__":

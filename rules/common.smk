@@ -155,9 +155,13 @@ def lr_label(lr):
 
 
 def fusion_settings(wildcards):
-    fusion = config["fusion"]
+    # A domain's own fusion keys (e.g. k) over the common ones.
+    fusion = config["fusion"] | config["domains"][wildcards.domain].get("fusion", {})
     keys = (
         "steps",
+        "schedule",
+        "tokens_per_backward",
+        "accumulation",
         "prompts_per_step",
         "tokens_per_step",
         "granularity",

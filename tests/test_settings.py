@@ -97,6 +97,8 @@ def leaves(node: dict, value, path=()):
             override = len(path) == 2 and path[0] == "train"
             if key in ELSEWHERE or (override and key not in OVERRIDE_SAMPLE):
                 continue
+            if key == "fusion" and value.get("role") == "general":
+                continue  # only target domains are fused (the schema refuses it elsewhere)
             yield from leaves(sub, value.get(key, {}), (*path, key))
     elif isinstance(node.get("additionalProperties"), dict) and isinstance(value, dict):
         for key in value:  # the domains

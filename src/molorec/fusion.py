@@ -386,8 +386,8 @@ def answer_entropy(mixture: Mixture, scored: Scored) -> torch.Tensor:
 def entropies(mixture: Mixture, scored: Scored) -> torch.Tensor:
     """Entropy at each chosen position, with gradient. The model's own accessors (its
     decoder body and output embeddings) reach the hidden states and the LM head, whatever
-    an architecture names them (Llama/Qwen ``model``/``lm_head``, GPT-NeoX ``gpt_neox``/
-    ``embed_out``)."""
+    an architecture names them (Llama/Qwen ``model``/``lm_head``, GPT-NeoX ``gpt_neox``,
+    BioGPT ``biogpt``/``output_projection``)."""
     model = mixture.model
     hidden = model.base_model(
         input_ids=scored.input_ids,

@@ -60,8 +60,8 @@ def metrics_table(
 
 
 # Did the recommender learn (the domain adapter against the untuned model and chance), does
-# the mixture beat its parts, and does an LLM variant beat the title-only content baseline and
-# the novelty shortcut (pairs whose variants did not run are skipped)?
+# the mixture beat its parts, and does an LLM variant beat the title-only baselines (content,
+# brand) and the novelty shortcut (pairs whose variants did not run are skipped)?
 PAIRS = (
     ("domain", "base"),
     ("domain", "random"),
@@ -70,6 +70,8 @@ PAIRS = (
     ("molorec", "uniform"),
     ("domain", "content"),
     ("molorec", "content"),
+    ("domain", "brand"),
+    ("molorec", "brand"),
     ("domain", "novelty"),
     ("molorec", "novelty"),
 )
