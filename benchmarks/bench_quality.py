@@ -62,9 +62,9 @@ def quality_config(warm_examples: int, train_scale: float) -> dict:
 # Evaluation-only reruns on the same adapters and fusion runs (the pipeline reruns only the
 # evaluation jobs, the selection and the report).
 RERUNS = {
+    "generate": ("generate (greedy, parsed)", {"backend": "generate", "max_new_tokens": 96}),
     "adapted": ("only examples not adapted on", {"exclude_adapted": True}),
     "mean": ("rank, length-normalised scores", {"rank_score": "mean"}),
-    "generate": ("generate (greedy, parsed)", {"backend": "generate", "max_new_tokens": 96}),
 }
 LLM_VARIANTS = ("base", "general", "domain", "uniform", "molorec")
 
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument(
         "--reruns",
         nargs="*",
-        choices=sorted(RERUNS),
+        choices=list(RERUNS),
         default=list(RERUNS),
         help="evaluation-only reruns after the main table (none: --reruns with no name)",
     )

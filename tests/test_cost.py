@@ -30,8 +30,9 @@ def test_the_paper_config_is_planned_from_the_domains_sizes(tmp_path, capsys):
     assert [work[s].loads for s in ("train", "fusion", "evaluate")] == [4, 9, 12]
     assert work["train"].train > 1e8 and work["evaluate"].prefill > 1e8
     apart = plan(paper_config(fusion__group_lrs=False, evaluate__group_variants=False), tmp_path)
-    # One job per lr (6 warm + 5 cold, and the uniform mixture) and per variant.
-    assert [apart[s].loads for s in ("fusion", "evaluate")] == [3 * 12, 3 * 30]
+    # One job per lr (the original's 10 warm + 9 cold, and the uniform mixture) and per
+    # variant (4 per scenario, and every lr on test and on the selection set).
+    assert [apart[s].loads for s in ("fusion", "evaluate")] == [3 * 20, 3 * (8 + 2 * 19)]
     main(["--configfile", str(REPO / "config/paper.yaml"), "--results", str(tmp_path)])
     out = capsys.readouterr().out
     assert "a100_80gb_gpu_hours" in out and "total" in out
