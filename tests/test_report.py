@@ -245,20 +245,25 @@ def test_cold_table_names_the_id_only_baselines(monkeypatch):
 def test_fusion_runs_without_signal_or_collapsed_are_flagged(tmp_path):
     results = tmp_path / "results"
     runs = {
-        "lr0.5": ([[0.5, 0.5], [0.5, 0.5]], [0, 0]),  # no token scored: uniform in disguise
-        "lr2": ([[0.999, 0.001], [0.4, 0.6]], [12, 9]),  # half the modules collapsed
-        "lr1": ([[0.6, 0.4], [0.3, 0.7]], [12, 9]),
+        "lr0.5": ([[0.5, 0.5], [0.5, 0.5]], [0, 0], [0, 0]),  # no token scored: uniform
+        # tokens scored, but fewer than one optimizer step's worth (pooled schedule)
+        "lr3": ([[0.5, 0.5], [0.5, 0.5]], [12, 9], [0, 0]),
+        "lr2": ([[0.999, 0.001], [0.4, 0.6]], [12, 9], [1, 2]),  # half the modules collapsed
+        "lr1": ([[0.6, 0.4], [0.3, 0.7]], [12, 9], [1, 2]),
     }
-    for name, (weights, scored) in runs.items():
+    for name, (weights, scored, steps) in runs.items():
         folder = results / "fusion/beauty/warm" / name
         folder.mkdir(parents=True)
         stems = ["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"]
         (folder / "fusion_weights.json").write_text(
             json.dumps(dict(zip(stems, weights, strict=True)))
         )
-        pl.DataFrame({"step": [1, 2], "scored_tokens": scored}).write_csv(folder / "trajectory.csv")
+        pl.DataFrame({"step": [1, 2], "scored_tokens": scored, "optimizer_steps": steps}).write_csv(
+            folder / "trajectory.csv"
+        )
     health = fusion_health(results, ["beauty"], ["warm"])
     flags = dict(health.select("lr", "flag").iter_rows())
-    assert flags["0.5"].startswith("NO SIGNAL")
+    assert flags["0.5"].startswith("NO SIGNAL") and flags["3"].startswith("NO SIGNAL")
+    assert dict(health.select("lr", "optimizer_steps").iter_rows())["2"] == 2
     assert flags["2"] == "collapsed: 50% of modules at 0 or 1"
     assert flags["1"] == ""

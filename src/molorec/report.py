@@ -225,9 +225,12 @@ def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl
                 general = [w[0] for w in weights.values()]
                 traj = pl.read_csv(folder / "trajectory.csv")
                 scored = int(traj["scored_tokens"].sum()) if traj.height else 0
+                # optimizer steps taken (a trajectory row is a backward; the last may be a
+                # remainder that was never applied)
+                steps = int(traj["optimizer_steps"].max()) if traj.height else 0
                 share = collapsed_share(general)
                 flags = []
-                if scored == 0:
+                if steps == 0:
                     flags.append("NO SIGNAL: weights never moved (= uniform)")
                 if share > 0:
                     flags.append(f"collapsed: {share:.0%} of modules at 0 or 1")
@@ -237,7 +240,7 @@ def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl
                         "scenario": scenario,
                         "lr": folder.name[2:],
                         "selected": folder.name[2:] == selected,
-                        "steps": traj.height,
+                        "optimizer_steps": steps,
                         "scored_tokens": scored,
                         "general_weight_mean": float(np.mean(general)),
                         "collapsed_share": share,
@@ -460,9 +463,10 @@ def summary_markdown(
             "",
             "## Fusion runs",
             "",
-            "A run whose greedy answers gave no scored token never moved its weights: its "
-            "'molorec' is the uniform mixture. A collapsed run has modules whose general "
-            "weight is below 0.01 or above 0.99 (one adapter switched off there).",
+            "A run that took no optimizer step (no scored token, or fewer than one step's "
+            "worth) never moved its weights: its 'molorec' is the uniform mixture. A collapsed "
+            "run has modules whose general weight is below 0.01 or above 0.99 (one adapter "
+            "switched off there).",
             "",
             f"**{flagged.height} of {health.height} fusion runs are flagged.**"
             if flagged.height
