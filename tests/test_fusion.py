@@ -193,6 +193,18 @@ def test_gradient_equals_the_original_token_by_token_scheme(
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4 * reference.abs().max().item())
 
 
+# Tiny adapters that memorise a few answers: constant lr, no dropout, as many steps as given.
+MEMORISING = TrainSettings(
+    lr=1e-2,
+    per_device_batch=4,
+    grad_accum=1,
+    warmup_ratio=0.0,
+    save_every=0,
+    epochs=1000,
+    lora_dropout=0.0,
+)
+
+
 def listed(i: int) -> str:
     """A three-title answer: the separators make the per-title restart matter."""
     return "||".join(TITLES[(i + j) % len(TITLES)] for j in range(3))
@@ -203,16 +215,7 @@ def listing_pair(tiny, tmp_path_factory):
     """Two adapters that answer with title lists (so greedy answers hold separators), one
     trained on the lists and one on their reverse: the mixture's answers depend on theta."""
     root = tmp_path_factory.mktemp("listing")
-    s = TrainSettings(
-        lr=1e-2,
-        per_device_batch=4,
-        grad_accum=1,
-        max_steps=30,
-        warmup_ratio=0.0,
-        save_every=0,
-        epochs=1000,
-        lora_dropout=0.0,
-    )
+    s = replace(MEMORISING, max_steps=30)
     answers = {"A": listed, "B": lambda i: "||".join(reversed(listed(i).split("||")))}
     paths = []
     for name, answer in answers.items():
@@ -284,16 +287,7 @@ def course_conversation(i: int, answer: str) -> list[dict]:
 def memorised_pair(tiny, tmp_path_factory):
     """Adapter A memorised answers on prompts X, adapter B on prompts Y."""
     root = tmp_path_factory.mktemp("memorised")
-    s = TrainSettings(
-        lr=1e-2,
-        per_device_batch=4,
-        grad_accum=1,
-        max_steps=120,
-        warmup_ratio=0.0,
-        save_every=0,
-        epochs=1000,
-        lora_dropout=0.0,
-    )
+    s = replace(MEMORISING, max_steps=120)
     sets = {
         "A": [conversation(i, TITLES[i]) for i in range(4)],
         "B": [course_conversation(i, TITLES[(i + 3) % 6]) for i in range(4)],
