@@ -103,7 +103,7 @@ def test_fusion_moves_the_weights_of_two_different_adapters_on_real_answers(
     fresh.save_pretrained(tmp_path / "fresh")
     mixture = Mixture(model, [LoraAdapter.load(adapter), LoraAdapter.load(tmp_path / "fresh")])
     prompts = [conversation(i, "")[:-1] for i in range(2)]
-    s = FusionSettings(lr=0.5, max_new_tokens=12, k=2, tokens_per_backward=4, accumulation=1)
+    s = FusionSettings(lr=0.5, max_new_tokens=12, k=2, tokens_per_backward=2, accumulation=1)
     trajectory = adapt(mixture, tok, prompts, s)
     assert trajectory[-1]["optimizer_steps"] >= 2
     assert all(row["loss"] is not None for row in trajectory if row["stepped"])
