@@ -550,6 +550,8 @@ class _Adaptation:
         trajectory's last row says so (stepped 0)."""
         from tqdm import tqdm
 
+        from molorec.predict import prompt_ids
+
         s = self.s
         size, accumulation = s.tokens_per_backward, s.accumulation
         pooled, pooled_entropy, batch_number, answered = 0, 0.0, 1, 0
@@ -559,7 +561,7 @@ class _Adaptation:
         )
         for _ in range(s.steps):
             for prompt in prompts:
-                ids = prompt_token_ids(self.tokenizer, prompt)
+                ids = prompt_ids(self.tokenizer, prompt)
                 answer: list[int] = []
                 decided = 0  # answer tokens fixed by earlier weights
                 while True:
@@ -602,12 +604,6 @@ class _Adaptation:
             # never applied: a partial batch, or answers with nothing left to score
             self.log(pooled_entropy / pooled if pooled else None, pooled, answered, False)
         return self.trajectory
-
-
-def prompt_token_ids(tokenizer, prompt: list[dict]) -> list[int]:
-    return tokenizer.apply_chat_template(
-        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"]
 
 
 def greedy_continuation(
