@@ -7,17 +7,26 @@ and backward without cache for every scored token. Same tiny model (real Qwen vo
 same two adapters, same prompts (the bundled sample's Beauty test prompts), k = 5, answers
 of 5 titles; the gradients are compared too.
 
-    python benchmarks/bench_fusion.py [--prompts 4] [--k 5]
+Then the pooled schedule (``fusion.adapt``, a step per --tokens-per-step scored tokens as the
+sample's config) with greedy decoding through merged weights (``merge_for_decoding``, the
+default) against the LoRA path's three matmuls per layer, alternating, in the same process:
+seconds per adapted prompt, median ratio, and whether the two trajectories agree. With
+--model smollm2-135m --adapters GENERAL DOMAIN it runs on a pipeline's own adapters.
+
+    python benchmarks/bench_fusion.py [--prompts 4] [--k 5] [--model tiny-qwen2]
+                                      [--adapters GENERAL DOMAIN] [--repeats 2] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import polars as pl
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the original scheme is kept with the tests
@@ -25,8 +34,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the original scheme is kept with the 
 from reference_fusion import original_gradient  # noqa: E402
 
 from molorec.fusion import (  # noqa: E402
+    FusionSettings,
     LoraAdapter,
     Mixture,
+    adapt,
     answer_entropy,
     greedy_answers,
     separator_ids,
@@ -112,10 +123,16 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-fusion"))
+    ap.add_argument("--model", default="tiny-qwen2", help="a base model the pipeline builds")
+    ap.add_argument("--adapters", nargs=2, help="general and domain adapter (default: trained)")
+    ap.add_argument("--tokens-per-step", type=int, default=14, help="the sample's config")
+    ap.add_argument("--repeats", type=int, default=2, help="merged/unmerged pairs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (fuse jobs': 1)")
     args = ap.parse_args()
-    base = base_model(args.cache)
+    torch.set_num_threads(args.threads)
+    base = base_model(args.cache, args.model)
     data = sample_instructions(args.cache)
-    pair = adapters(str(base), data, args.cache)
+    pair = args.adapters or adapters(str(base), data, args.cache)
     model, tokenizer = load_base(str(base))
     mixture = Mixture(model, [LoraAdapter.load(p) for p in pair])
     rows = pl.read_parquet(data).filter(pl.col("split") == "test").head(args.prompts)
@@ -144,6 +161,35 @@ def main() -> None:
     print(f"ours (cached generation + one scoring pass): {ours_s / n:.3f} s per prompt")
     print(f"original (token by token, no cache):        {ref_s / n:.3f} s per prompt")
     print(f"speed-up {ref_s / ours_s:.1f}x; max relative gradient difference {worst:.2e}")
+
+    settings = FusionSettings(
+        k=args.k,
+        max_new_tokens=args.max_new_tokens,
+        tokens_per_backward=args.tokens_per_step,
+        accumulation=1,
+    )
+    seconds, trajectories = {True: [], False: []}, {}
+    for _ in range(args.repeats):
+        for merge in (True, False):
+            for layer in mixture.layers.values():
+                layer.merge_for_decoding = merge
+            with torch.no_grad():
+                mixture.mixing.theta.zero_()
+            t = time.perf_counter()
+            trajectory = adapt(mixture, tokenizer, prompts, settings)
+            seconds[merge].append((time.perf_counter() - t) / n)
+            trajectories[merge] = [(r["optimizer_steps"], r["scored_tokens"]) for r in trajectory]
+            weights = mixture.mixing.weights().detach().clone()
+            trajectories[merge].append(weights)
+    merged, unmerged = (statistics.median(seconds[m]) for m in (True, False))
+    same = trajectories[True][:-1] == trajectories[False][:-1]
+    gap = float((trajectories[True][-1] - trajectories[False][-1]).abs().max())
+    print(
+        f"pooled schedule ({args.tokens_per_step} scored tokens per step), median of "
+        f"{args.repeats}: merged decoding {merged:.2f} s per prompt, LoRA path {unmerged:.2f} s: "
+        f"{unmerged / merged:.2f}x; same steps and scored tokens: {same}; max weight "
+        f"difference {gap:.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ def fusion_settings(wildcards):
         "guard",
         "guard_strength",
         "require_signal",
+        "merge_for_decoding",
     )
     return {
         "seed": config["seed"],

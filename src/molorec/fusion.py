@@ -140,6 +140,8 @@ class MixtureLinear(nn.Module):
         self.ranks = [a.shape[0] for a in A]
         self.mixing = [mixing]  # a list: not registered as this module's child
         self.group = group
+        self.merge_for_decoding = True
+        self._merged: tuple[int, torch.Tensor] | None = None  # (theta version, weight)
 
     def mix(self) -> torch.Tensor:
         """Effective weights w_i of this layer (after the activation)."""
@@ -154,7 +156,21 @@ class MixtureLinear(nn.Module):
             per_adapter, torch.tensor(self.ranks, device=per_adapter.device)
         )
 
+    def merged_weight(self) -> torch.Tensor:
+        """W + B diag(w s) A at the current mixing weights, computed in fp32 and kept until
+        the logits change (an optimizer step, a reset): one matmul per layer when decoding
+        instead of the base's, two LoRA ones and the weights' activation."""
+        version = self.mixing[0].theta._version  # bumped by every in-place update of theta
+        if self._merged is None or self._merged[0] != version:
+            with torch.no_grad():
+                delta = (self.B.float() * self.column_scale().float()) @ self.A.float()
+                weight = (self.base.weight.float() + delta).to(self.base.weight.dtype)
+            self._merged = (version, weight)
+        return self._merged[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merge_for_decoding and not torch.is_grad_enabled():
+            return F.linear(x, self.merged_weight(), self.base.bias)
         z = F.linear(x, self.A) * self.column_scale().to(x.dtype)
         return self.base(x) + F.linear(z, self.B)
 
@@ -194,6 +210,7 @@ class Mixture(nn.Module):
         activation: str = "softmax",
         temperature: float = 1.0,
         floor: float = 0.0,
+        merge_for_decoding: bool = True,
     ):
         super().__init__()
         stems = list(adapters[0].A)
@@ -223,6 +240,7 @@ class Mixture(nn.Module):
                 self.mixing,
                 group_of(stem, granularity),
             )
+            layer.merge_for_decoding = merge_for_decoding
             setattr(parent, child, layer)
             self.layers[stem] = layer
 
@@ -427,6 +445,9 @@ class FusionSettings:
     guard: str = "none"
     guard_strength: float = 0.0
     require_signal: bool = False  # a run that scored no token is an error, not a warning
+    # Greedy decoding (no gradient) through merged weights W + B diag(w s) A: a copy of the
+    # wrapped layers' weights, kept until the next step. Off where memory is short.
+    merge_for_decoding: bool = True
     precision: str = "auto"  # model.precision: auto (bf16 on a GPU) | fp32 | bf16
 
     @property
@@ -733,6 +754,7 @@ def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
         settings.activation,
         settings.temperature,
         settings.floor,
+        settings.merge_for_decoding,
     )
     if cuda:  # after wrapping: the mixing logits move with the layers
         mixture.to("cuda")
