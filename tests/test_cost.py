@@ -33,6 +33,13 @@ def test_the_paper_config_is_planned_from_the_domains_sizes(tmp_path, capsys):
     # One job per lr (the original's 10 warm + 9 cold, and the uniform mixture) and per
     # variant (4 per scenario, and every lr on test and on the selection set).
     assert [apart[s].loads for s in ("fusion", "evaluate")] == [3 * 20, 3 * (8 + 2 * 19)]
+    # The order check evaluates every LLM variant twice, in the same jobs.
+    for backend in ("rank", "generate"):
+        once = plan(paper_config(evaluate__backend=backend), tmp_path)["evaluate"]
+        checked = paper_config(evaluate__backend=backend, evaluate__order_check="reversed")
+        twice = plan(checked, tmp_path)["evaluate"]
+        assert (twice.prefill, twice.decode) == (2 * once.prefill, 2 * once.decode)
+        assert twice.loads == once.loads
     main(["--configfile", str(REPO / "config/paper.yaml"), "--results", str(tmp_path)])
     out = capsys.readouterr().out
     assert "a100_80gb_gpu_hours" in out and "total" in out

@@ -158,6 +158,8 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
         work["train"].train += epochs("general", pooled, mean / max(pooled, 1))
         work["train"].loads += 1
     group_lrs, group_variants = fusion["group_lrs"], evaluate["group_variants"]
+    # evaluate.order_check: every LLM evaluation again with the candidates re-ordered
+    orders = 1 if evaluate.get("order_check", "none") == "none" else 2
     for d in (d for d, r in roles.items() if r == "target"):
         n, ln = counts[d], lengths[d]
         work["train"].train += epochs("domain", n["train"], ln.train_prompt + ln.answer)
@@ -181,10 +183,11 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
                 e.loads += 1 if group_variants else variants
                 if evaluate["backend"] == "rank":
                     candidates = config["data"]["n_candidates"] * (ln.title + 1)
-                    e.prefill += variants * rows * (ln.eval_prompt + candidates)
+                    e.prefill += orders * variants * rows * (ln.eval_prompt + candidates)
                 else:
-                    e.prefill += variants * rows * ln.eval_prompt
-                    e.decode += variants * rows * min(ln.answer, evaluate["max_new_tokens"])
+                    e.prefill += orders * variants * rows * ln.eval_prompt
+                    decoded = min(ln.answer, evaluate["max_new_tokens"])
+                    e.decode += orders * variants * rows * decoded
         work["fusion"].loads += 1  # the uniform mixture
     sources = {c["source"] for c in counts.values()}
     work["train"].notes = sorted(sources)
