@@ -501,6 +501,56 @@ def test_rank_score_reaches_the_backend_for_every_row_set(tiny):
     assert not summed["base"].equals(alone)  # rank_score reached the backend
 
 
+def test_the_vllm_backend_serves_each_order_and_adapter_its_own_requests(monkeypatch, tmp_path):
+    """The vLLM path of the order check, without a GPU: a stand-in engine (vLLM's LLM,
+    SamplingParams, LoRARequest names) answers each chat with the first candidate its
+    prompt lists, so each row set's predictions must come from its own prompts, and each adapter
+    is asked with its own LoRARequest in one engine."""
+    import sys
+    import types
+
+    from molorec.evaluate import evaluated_rows, predict_variant_sets, reorder_candidates
+
+    examples, items, instructions, prompt = toy_domain()
+    rows = evaluated_rows(examples, instructions, "test", "warm", eval_settings(max_examples=5))
+    titles = dict(items.iter_rows())
+    (tmp_path / "adapter_config.json").write_text('{"r": 16}')
+    engines, asked = [], []
+
+    class LLM:
+        def __init__(self, model, seed, **lora):
+            engines.append((model, lora))
+
+        def chat(self, prompts, params, lora_request=None):
+            asked.append((lora_request and lora_request.args, len(prompts)))
+            texts = [m[-1]["content"].split("Candidates: [")[1].split("||")[0] for m in prompts]
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t)]) for t in texts]
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, lambda **kw: kw
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = lambda *args: types.SimpleNamespace(args=args)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+
+    s = {"backend": "vllm", "max_new_tokens": 8, "normalised_match": False}
+    reordered = reorder_candidates(rows, items, "reversed", 0, prompt)
+    sets = {"given": rows, "reordered": reordered}
+    adapters = {"base": None, "domain": str(tmp_path)}
+    out = dict(predict_variant_sets("/models/base", adapters, sets, titles, s))
+    assert len(engines) == 1 and engines[0][1]["max_loras"] == 1
+    request = ("domain-1", 1, str(tmp_path))
+    assert asked == [(None, 5), (None, 5), (request, 5), (request, 5)]
+    for variant in adapters:
+        for name, frame in sets.items():
+            first = [r[0] for r in out[variant][name]["ranking"].to_list()]
+            listed = [c[0] for c in frame["candidates"].to_list()]
+            assert first == listed, (variant, name)  # parsed from its own prompt's order
+        given, again = (out[variant][n]["ranking"].to_list() for n in ("given", "reordered"))
+        assert all(a[0] != b[0] for a, b in zip(given, again, strict=True))
+
+
 def test_the_order_check_files_hold_the_reordered_run(tmp_path):
     import json
 
