@@ -8,13 +8,14 @@ same two adapters, same prompts (the bundled sample's Beauty test prompts), k = 
 of 5 titles; the gradients are compared too.
 
 Then the pooled schedule (``fusion.adapt``, a step per --tokens-per-step scored tokens as the
-sample's config) with greedy decoding through merged weights (``merge_for_decoding``, the
-default) against the LoRA path's three matmuls per layer, alternating, in the same process:
+sample's config) with greedy decoding through merged weights (``merge_for_decoding``) against
+the LoRA path's three matmuls per layer (the default), alternating, in the same process:
 seconds per adapted prompt, median ratio, and whether the two trajectories agree. With
 --model smollm2-135m --adapters GENERAL DOMAIN it runs on a pipeline's own adapters.
 
     python benchmarks/bench_fusion.py [--prompts 4] [--k 5] [--model tiny-qwen2]
                                       [--adapters GENERAL DOMAIN] [--repeats 2] [--threads 1]
+                                      [--precision fp32|bf16] [--schedule-only]
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ def adapters(base: str, prompts_file: Path, cache: Path) -> list[str]:
     return paths
 
 
+def print_original_comparison(n, titles, tokens, scored, ours_s, ref_s, worst, k) -> None:
+    print(
+        f"{n} prompts, {titles / n:.1f} titles and {tokens / n:.1f} scored tokens per answer "
+        f"(k = {k}), prompts of ~{scored.input_ids.shape[1] - len(scored.answers[0])} tokens"
+    )
+    print(f"ours (cached generation + one scoring pass): {ours_s / n:.3f} s per prompt")
+    print(f"original (token by token, no cache):        {ref_s / n:.3f} s per prompt")
+    print(f"speed-up {ref_s / ours_s:.1f}x; max relative gradient difference {worst:.2e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=3)
@@ -128,19 +139,22 @@ def main() -> None:
     ap.add_argument("--tokens-per-step", type=int, default=14, help="the sample's config")
     ap.add_argument("--repeats", type=int, default=2, help="merged/unmerged pairs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (fuse jobs': 1)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--schedule-only", action="store_true", help="skip the original's scheme")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     base = base_model(args.cache, args.model)
     data = sample_instructions(args.cache)
     pair = args.adapters or adapters(str(base), data, args.cache)
-    model, tokenizer = load_base(str(base))
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    model, tokenizer = load_base(str(base), dtype=dtype)
     mixture = Mixture(model, [LoraAdapter.load(p) for p in pair])
     rows = pl.read_parquet(data).filter(pl.col("split") == "test").head(args.prompts)
     prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
     separators = separator_ids(tokenizer)
 
     ours_s, ref_s, tokens, titles, worst = 0.0, 0.0, 0, 0, 0.0
-    for p in prompts:
+    for p in [] if args.schedule_only else prompts:
         t = time.perf_counter()
         mixture.mixing.theta.grad = None
         scored = greedy_answers(mixture, tokenizer, [p], args.k, args.max_new_tokens, separators)
@@ -154,13 +168,8 @@ def main() -> None:
         titles += tokenizer.decode(scored.answers[0]).count("||") + 1
         worst = max(worst, float((ours - ref).abs().max() / ref.abs().max()))
     n = len(prompts)
-    print(
-        f"{n} prompts, {titles / n:.1f} titles and {tokens / n:.1f} scored tokens per answer "
-        f"(k = {args.k}), prompts of ~{scored.input_ids.shape[1] - len(scored.answers[0])} tokens"
-    )
-    print(f"ours (cached generation + one scoring pass): {ours_s / n:.3f} s per prompt")
-    print(f"original (token by token, no cache):        {ref_s / n:.3f} s per prompt")
-    print(f"speed-up {ref_s / ours_s:.1f}x; max relative gradient difference {worst:.2e}")
+    if not args.schedule_only:
+        print_original_comparison(n, titles, tokens, scored, ours_s, ref_s, worst, args.k)
 
     settings = FusionSettings(
         k=args.k,

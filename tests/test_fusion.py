@@ -123,30 +123,39 @@ def test_weights_one_zero_reproduce_the_general_adapter(tiny, tokenizer, random_
     )
 
 
-def test_merged_decoding_follows_every_update_of_the_weights(tiny, tokenizer, random_pair):
-    """Without gradient the layers run on merged weights W + B diag(w s) A: their logits are
-    the LoRA path's (with gradient), also after the logits move in place (an optimizer step,
-    a reset), and greedy answers are the same with merging off."""
-    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
+@pytest.mark.parametrize("merge", [False, True])
+def test_decoding_follows_every_update_of_the_weights(tiny, tokenizer, random_pair, merge):
+    """Without gradient a layer keeps its weights until theta changes (a column scale, or
+    with merge_for_decoding the merged W + B diag(w s) A): its logits are those of the
+    LoRA path with gradient, also after the logits move in place (an optimizer step, a
+    reset); greedy answers are the same either way."""
+    mixture = Mixture(
+        load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], merge_for_decoding=merge
+    )
     enc = tokenizer.apply_chat_template(
         prompt(2), add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
     theta = mixture.mixing.theta
     optimizer = torch.optim.Adam([theta], lr=2.0)
     for update in range(3):
-        merged = logits_of(mixture.model, tokenizer, prompt(2))
-        lora_path = mixture.model(**enc).logits.detach()  # grad enabled: no merging
-        torch.testing.assert_close(merged, lora_path, rtol=0, atol=1e-5, msg=f"update {update}")
+        decoded = logits_of(mixture.model, tokenizer, prompt(2))
+        lora_path = mixture.model(**enc).logits.detach()  # grad enabled: nothing kept
+        torch.testing.assert_close(decoded, lora_path, rtol=0, atol=1e-5, msg=f"update {update}")
         theta.grad = torch.randn_like(theta)
         optimizer.step()
     assert float(mixture.mixing.weights()[:, 0].std()) > 0.01  # the weights really differ
+    with torch.no_grad():
+        theta.zero_()
+    torch.testing.assert_close(
+        logits_of(mixture.model, tokenizer, prompt(2)), mixture.model(**enc).logits.detach()
+    )
 
-    def answers(merge: bool) -> list[list[int]]:
+    def answers(merged: bool) -> list[list[int]]:
         for layer in mixture.layers.values():
-            layer.merge_for_decoding = merge
+            layer.merge_for_decoding = merged
         return greedy_answers(mixture, tokenizer, [prompt(3), prompt(4)], 3, 24, set()).answers
 
-    assert answers(True) == answers(False)
+    assert answers(merge) == answers(not merge)
 
 
 def test_weights_follow_theta_through_the_activation_and_temperature(tiny, random_pair):
