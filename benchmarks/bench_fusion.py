@@ -118,7 +118,24 @@ def adapters(base: str, prompts_file: Path, cache: Path) -> list[str]:
     return paths
 
 
-def print_original_comparison(n, titles, tokens, scored, ours_s, ref_s, worst, k) -> None:
+def compare_with_original(mixture, tokenizer, prompts, k: int, max_new_tokens: int) -> None:
+    """Seconds per prompt and the gradient, ours against the original's scheme."""
+    separators = separator_ids(tokenizer)
+    ours_s, ref_s, tokens, titles, worst = 0.0, 0.0, 0, 0, 0.0
+    for p in prompts:
+        t = time.perf_counter()
+        mixture.mixing.theta.grad = None
+        scored = greedy_answers(mixture, tokenizer, [p], k, max_new_tokens, separators)
+        answer_entropy(mixture, scored).backward()
+        ours_s += time.perf_counter() - t
+        ours = mixture.mixing.theta.grad.clone()
+        t = time.perf_counter()
+        ref = original_gradient(mixture, tokenizer, [p], k, max_new_tokens)
+        ref_s += time.perf_counter() - t
+        tokens += len(scored.rows)
+        titles += tokenizer.decode(scored.answers[0]).count("||") + 1
+        worst = max(worst, float((ours - ref).abs().max() / ref.abs().max()))
+    n = len(prompts)
     print(
         f"{n} prompts, {titles / n:.1f} titles and {tokens / n:.1f} scored tokens per answer "
         f"(k = {k}), prompts of ~{scored.input_ids.shape[1] - len(scored.answers[0])} tokens"
@@ -151,25 +168,9 @@ def main() -> None:
     mixture = Mixture(model, [LoraAdapter.load(p) for p in pair])
     rows = pl.read_parquet(data).filter(pl.col("split") == "test").head(args.prompts)
     prompts = [[m for m in msgs if m["role"] != "assistant"] for msgs in rows["messages"]]
-    separators = separator_ids(tokenizer)
-
-    ours_s, ref_s, tokens, titles, worst = 0.0, 0.0, 0, 0, 0.0
-    for p in [] if args.schedule_only else prompts:
-        t = time.perf_counter()
-        mixture.mixing.theta.grad = None
-        scored = greedy_answers(mixture, tokenizer, [p], args.k, args.max_new_tokens, separators)
-        answer_entropy(mixture, scored).backward()
-        ours_s += time.perf_counter() - t
-        ours = mixture.mixing.theta.grad.clone()
-        t = time.perf_counter()
-        ref = original_gradient(mixture, tokenizer, [p], args.k, args.max_new_tokens)
-        ref_s += time.perf_counter() - t
-        tokens += len(scored.rows)
-        titles += tokenizer.decode(scored.answers[0]).count("||") + 1
-        worst = max(worst, float((ours - ref).abs().max() / ref.abs().max()))
     n = len(prompts)
     if not args.schedule_only:
-        print_original_comparison(n, titles, tokens, scored, ours_s, ref_s, worst, args.k)
+        compare_with_original(mixture, tokenizer, prompts, args.k, args.max_new_tokens)
 
     settings = FusionSettings(
         k=args.k,
@@ -177,7 +178,7 @@ def main() -> None:
         tokens_per_backward=args.tokens_per_step,
         accumulation=1,
     )
-    seconds, trajectories = {True: [], False: []}, {}
+    seconds, steps, weights = {True: [], False: []}, {}, {}
     for _ in range(args.repeats):
         for merge in (True, False):
             for layer in mixture.layers.values():
@@ -187,12 +188,11 @@ def main() -> None:
             t = time.perf_counter()
             trajectory = adapt(mixture, tokenizer, prompts, settings)
             seconds[merge].append((time.perf_counter() - t) / n)
-            trajectories[merge] = [(r["optimizer_steps"], r["scored_tokens"]) for r in trajectory]
-            weights = mixture.mixing.weights().detach().clone()
-            trajectories[merge].append(weights)
+            steps[merge] = [(r["optimizer_steps"], r["scored_tokens"]) for r in trajectory]
+            weights[merge] = mixture.mixing.weights().detach().clone()
     merged, unmerged = (statistics.median(seconds[m]) for m in (True, False))
-    same = trajectories[True][:-1] == trajectories[False][:-1]
-    gap = float((trajectories[True][-1] - trajectories[False][-1]).abs().max())
+    same = steps[True] == steps[False]
+    gap = float((weights[True] - weights[False]).abs().max())
     print(
         f"pooled schedule ({args.tokens_per_step} scored tokens per step), median of "
         f"{args.repeats}: merged decoding {merged:.2f} s per prompt, LoRA path {unmerged:.2f} s: "

@@ -159,7 +159,7 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
         work["train"].loads += 1
     group_lrs, group_variants = fusion["group_lrs"], evaluate["group_variants"]
     # evaluate.order_check: every LLM evaluation again with the candidates re-ordered
-    orders = 1 if evaluate.get("order_check", "none") == "none" else 2
+    orders = 1 if evaluate["order_check"] == "none" else 2
     for d in (d for d, r in roles.items() if r == "target"):
         n, ln = counts[d], lengths[d]
         work["train"].train += epochs("domain", n["train"], ln.train_prompt + ln.answer)
