@@ -318,9 +318,11 @@ def train(
 
     Returns the output folder and the trained model (PeftModel)."""
     from peft import get_peft_model
+    from peft.helpers import disable_input_dtype_casting
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
+    from molorec.dropout import use_sparse_dropout
     from molorec.model import load_base, model_dtype
 
     rank, world, device = init_processes()
@@ -334,6 +336,8 @@ def train(
         model.enable_input_require_grads()
     torch.manual_seed(s.seed)  # the LoRA A matrices' initialisation
     model = get_peft_model(model, lora_config(s))
+    if device.type == "cpu":
+        use_sparse_dropout(model)  # torch's CPU dropout draws a number per element
     model.train()
 
     rows = pl.concat([training_rows(pl.read_parquet(p)) for p in data_files])
@@ -372,49 +376,54 @@ def train(
         mininterval=0.1 if os.isatty(2) else 30,  # a log file gets a line every 30 s
     )
     plan, plan_epoch = None, -1
-    while step < n_steps:
-        epoch, offset = divmod(step, per_epoch)
-        if epoch != plan_epoch:
-            plan, plan_epoch = epoch_plan(lengths, s, epoch, world), epoch
-        micro = plan[offset]
-        global_tokens = sum(
-            len(examples[i].input_ids) - max(examples[i].n_prompt, 1) for mb in micro for i in mb
-        )
-        t0 = time.perf_counter()
-        loss_sum, seen = 0.0, 0
-        for mb in micro[rank::world]:
-            batch = collate([examples[i] for i in mb], tokenizer.pad_token_id, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss, _ = answer_loss(model, batch)
-            (loss / global_tokens).backward()
-            loss_sum += loss.item()
-            seen += int(batch["attention_mask"].sum())
-        stats = torch.tensor([loss_sum, seen], dtype=torch.float64)
-        if world > 1:
-            for p in params:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                torch.distributed.all_reduce(p.grad)
-            torch.distributed.all_reduce(stats)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        elapsed = time.perf_counter() - t0
-        row = {
-            "step": step,
-            "epoch": round(step / per_epoch, 4),
-            "loss": float(stats[0]) / global_tokens,
-            "lr": scheduler.get_last_lr()[0],
-            "tokens_per_s": float(stats[1]) / elapsed,
-            "peak_mem_mb": round(peak_memory_mb(device), 1),
-            "tokens": int(stats[1]) + (ckpt.log_rows[-1]["tokens"] if ckpt.log_rows else 0),
-        }
-        ckpt.log_rows.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if s.save_every > 0 and step % s.save_every == 0 and step < n_steps:
-            ckpt.save(step, model, optimizer, scheduler, world)
+    # Under autocast the LoRA matmuls read bf16: peft's cast of their input to float32
+    # would be a copy there and back.
+    with disable_input_dtype_casting(model, active=bf16):
+        while step < n_steps:
+            epoch, offset = divmod(step, per_epoch)
+            if epoch != plan_epoch:
+                plan, plan_epoch = epoch_plan(lengths, s, epoch, world), epoch
+            micro = plan[offset]
+            global_tokens = sum(
+                len(examples[i].input_ids) - max(examples[i].n_prompt, 1)
+                for mb in micro
+                for i in mb
+            )
+            t0 = time.perf_counter()
+            loss_sum, seen = 0.0, 0
+            for mb in micro[rank::world]:
+                batch = collate([examples[i] for i in mb], tokenizer.pad_token_id, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss, _ = answer_loss(model, batch)
+                (loss / global_tokens).backward()
+                loss_sum += loss.item()
+                seen += int(batch["attention_mask"].sum())
+            stats = torch.tensor([loss_sum, seen], dtype=torch.float64)
+            if world > 1:
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    torch.distributed.all_reduce(p.grad)
+                torch.distributed.all_reduce(stats)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            elapsed = time.perf_counter() - t0
+            row = {
+                "step": step,
+                "epoch": round(step / per_epoch, 4),
+                "loss": float(stats[0]) / global_tokens,
+                "lr": scheduler.get_last_lr()[0],
+                "tokens_per_s": float(stats[1]) / elapsed,
+                "peak_mem_mb": round(peak_memory_mb(device), 1),
+                "tokens": int(stats[1]) + (ckpt.log_rows[-1]["tokens"] if ckpt.log_rows else 0),
+            }
+            ckpt.log_rows.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if s.save_every > 0 and step % s.save_every == 0 and step < n_steps:
+                ckpt.save(step, model, optimizer, scheduler, world)
     bar.close()
 
     out = Path(out_dir)
