@@ -6,6 +6,10 @@ test examples of the bundled sample's Beauty domain, same run. `generate` decode
 answer greedily (batched, left padding) and parses it; `rank` scores the 30 candidates
 by log-likelihood with the prompt's KV cache shared.
 
+For `rank` it also prints the model FLOP/s (molorec.flops.rank_flops of every example over
+the time) as a share of this machine's bf16 and fp32 ``torch.matmul`` rate at the model's
+projection shapes, measured in the same run.
+
     python benchmarks/bench_eval.py [--examples 16] [--model smollm2-135m] [--precision bf16]
 """
 
@@ -20,7 +24,9 @@ import torch
 from bench_fusion import adapters, base_model, sample_instructions
 
 from molorec.evaluate import predict_llm, scenario_examples
+from molorec.flops import Shapes, gemm_rate, rank_flops
 from molorec.model import load_base, model_dtype
+from molorec.predict import candidate_ids, prompt_ids
 
 
 def main() -> None:
@@ -64,6 +70,29 @@ def main() -> None:
             f"({timings[backend]:.1f} s for {rows.height}; {titles_out:.1f} titles per answer)"
         )
     print(f"rank / generate: {timings['generate'] / timings['rank']:.1f}x examples/s")
+    shapes = Shapes.of(model.config)
+    flops = sum(
+        rank_flops(
+            shapes,
+            len(prompt_ids(tokenizer, msgs)),
+            [len(c) for c in candidate_ids(tokenizer, [titles[i] for i in cands])],
+        )
+        for msgs, cands in zip(rows["messages"], rows["candidates"], strict=True)
+    )
+    achieved = flops / timings["rank"]
+    prompt_rows = round(sum(len(prompt_ids(tokenizer, m)) for m in rows["messages"]) / rows.height)
+    rates = {
+        name: gemm_rate(shapes, dtype, rows=prompt_rows)
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+    }
+    print(
+        f"rank: {flops / rows.height / 1e9:.1f} GFLOP per example, {achieved / 1e9:,.0f} GFLOP/s"
+        " = "
+        + " | ".join(
+            f"{achieved / rate:.1%} of {k} GEMM ({rate / 1e9:,.0f} GFLOP/s at {prompt_rows} rows)"
+            for k, rate in rates.items()
+        )
+    )
 
 
 if __name__ == "__main__":

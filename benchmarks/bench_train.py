@@ -2,7 +2,8 @@
 
 Both sides train the same model -- the tiny Qwen2 model (real Qwen vocabulary, 151,936
 rows), or the real smollm2-135m with --model smollm2-135m -- with LoRA
-(r 16, alpha 32, dropout 0.05, all linear layers; lr 2e-4 cosine, warmup 5%; fp32) on the
+(r 16, alpha 32, dropout 0.05, all linear layers; lr 2e-4 cosine, warmup 5%; fp32, or
+bf16 weights and autocast on both sides with --precision bf16) on the
 same Beauty sample instructions, the same examples in the same batches, for the same
 number of optimizer steps with batch 4 and no gradient accumulation:
 
@@ -17,12 +18,20 @@ training loop (sum of per-step times, data collation and optimizer step included
 whole job (model load, tokenisation, training, saving the adapter; timed the same way on
 both sides, library imports excluded); peak RSS; the mean loss per answer token at step 1
 -- LoRA B starts at zero, so the two step-1 losses must agree up to float rounding; and the
-1-minute load average as the side ends. Figures only, and wall-clock ones: other processes
+1-minute load average as the side ends.
+
+The headline is each side's model FLOP/s (tokens/s x the FLOPs per token that
+``molorec.flops`` counts from the model's config: 4N + 6R + attention + the LM head at answer
+positions) as a share of this machine's own ``torch.matmul`` rate at the model's projection
+shapes, in bf16 and fp32, measured in the same run before the two sides.
+
+Figures only, and wall-clock ones: other processes
 on the cores slow both sides, ours (many small ops) proportionally more. A load well above
 --threads means the figures of that side are not clean; the script warns when the machine
 is already busy before it starts.
 
     python benchmarks/bench_train.py [--examples 64] [--steps 12] [--threads N]
+                                     [--model smollm2-135m] [--precision bf16]
                                      [--cache /tmp/molorec-bench-train]
 """
 
@@ -102,7 +111,7 @@ def prepare(cache: Path, n_examples: int, name: str = "tiny-qwen2") -> tuple[Pat
 # --- shared by both children ------------------------------------------------------------
 
 
-def settings(steps: int):
+def settings(steps: int, precision: str):
     from molorec.train import TrainSettings
 
     return TrainSettings(
@@ -116,7 +125,7 @@ def settings(steps: int):
         per_device_batch=BATCH,
         grad_accum=1,
         seed=LORA["seed"],
-        precision="fp32",
+        precision=precision,
         save_every=0,
     )
 
@@ -125,7 +134,7 @@ def step_plan(encoded: list, steps: int) -> list[list[int]]:
     """The example indices of each optimizer step, exactly as ours orders them."""
     from molorec.train import epoch_plan, total_steps
 
-    s = settings(steps)
+    s = settings(steps, "fp32")  # the plan does not depend on the precision
     lengths = [len(e.input_ids) for e in encoded]
     per_epoch, n_steps = total_steps(len(encoded), s, 1)
     plan = []
@@ -136,11 +145,15 @@ def step_plan(encoded: list, steps: int) -> list[list[int]]:
 
 
 def token_counts(encoded: list, plan: list[list[int]]) -> dict:
-    """Non-padding input tokens and answer tokens processed over all steps."""
+    """Non-padding input tokens and answer tokens processed over all steps, and the mean
+    number of positions a token attends to (causal, padding not counted)."""
+    from molorec.flops import causal_context
+
     steps = [[encoded[i] for i in step] for step in plan]
     return {
         "step_tokens": [sum(len(e.input_ids) for e in step) for step in steps],
         "answer_tokens": sum(len(e.input_ids) - e.n_prompt for step in steps for e in step),
+        "context": causal_context([len(e.input_ids) for step in steps for e in step]),
     }
 
 
@@ -163,7 +176,7 @@ def peak_rss_mb() -> float:
 # --- ours (child) -----------------------------------------------------------------------
 
 
-def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
+def run_ours(model_dir: Path, data: Path, steps: int, work: Path, precision: str) -> dict:
     import csv
 
     import polars as pl
@@ -172,7 +185,7 @@ def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
     from molorec.model import load_base
     from molorec.train import encode, train
 
-    s = settings(steps)
+    s = settings(steps, precision)
     shutil.rmtree(work, ignore_errors=True)  # no stale checkpoint to resume from
     preimport()
     t = time.perf_counter()
@@ -209,7 +222,7 @@ def run_ours(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
 # --- baseline (child) -------------------------------------------------------------------
 
 
-def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
+def run_baseline(model_dir: Path, data: Path, steps: int, work: Path, precision: str) -> dict:
     import polars as pl
     import torch
     from peft import get_peft_model
@@ -220,7 +233,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
         TrainingArguments,
     )
 
-    from molorec.model import load_base
+    from molorec.model import load_base, model_dtype
     from molorec.train import encode, lora_config
 
     class StepTimes(TrainerCallback):
@@ -250,11 +263,11 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
             self.losses.append(loss.detach())
             return result
 
-    s = settings(steps)
+    s = settings(steps, precision)
     shutil.rmtree(work, ignore_errors=True)
     preimport()
     t = time.perf_counter()
-    model, tokenizer = load_base(str(model_dir), dtype=torch.float32)
+    model, tokenizer = load_base(str(model_dir), dtype=model_dtype(precision, cuda=False))
     tokenizer.padding_side = "right"  # as ours pads
     torch.manual_seed(s.seed)
     model = get_peft_model(model, lora_config(s))  # the very LoRA setup of ours
@@ -287,6 +300,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
         disable_tqdm=True,
         dataloader_num_workers=0,
         use_cpu=True,
+        bf16=precision == "bf16",  # autocast, as ours
         remove_unused_columns=False,
         seed=s.seed,
     )
@@ -322,9 +336,32 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path) -> dict:
 # --- parent -----------------------------------------------------------------------------
 
 
+def machine_rates(model: Path, threads: int) -> tuple:
+    """The model's shapes and this machine's bf16 and fp32 GEMM rates at them (a
+    micro-batch's worth of rows: BATCH examples of about 350 tokens)."""
+    import torch
+    from transformers import AutoConfig
+
+    from molorec.flops import Shapes, gemm_rate
+
+    torch.set_num_threads(threads)
+    shapes = Shapes.of(AutoConfig.from_pretrained(model))
+    rates = {
+        name: gemm_rate(shapes, dtype, rows=BATCH * 350)
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+    }
+    print(
+        "torch.matmul at the model's projection shapes: "
+        + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in rates.items()),
+        flush=True,
+    )
+    return shapes, rates
+
+
 def child(side: str, model: Path, data: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", side, str(model), str(data)]
     cmd += ["--steps", str(args.steps), "--threads", str(args.threads), "--cache", str(args.cache)]
+    cmd += ["--precision", args.precision]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -332,15 +369,27 @@ def child(side: str, model: Path, data: Path, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def report(r: dict) -> str:
+def model_flops(r: dict, shapes) -> float:
+    """A side's model FLOP/s: its tokens/s times the FLOPs of a LoRA training token."""
+    from molorec.flops import train_flops
+
     tokens = sum(r["step_tokens"])
+    per_token = train_flops(shapes, LORA["r"], r["context"], r["answer_tokens"] / tokens)
+    return tokens / r["loop_s"] * per_token
+
+
+def report(r: dict, shapes, rates: dict) -> str:
+    tokens = sum(r["step_tokens"])
+    achieved = model_flops(r, shapes)
+    share = " | ".join(f"{achieved / rate:.1%} of {k} GEMM" for k, rate in rates.items())
     return (
         f"[{r['side']:>8}] {r['steps']} steps, {tokens:,} tokens "
         f"({r['answer_tokens'] / tokens:.1%} answer) | loop {r['loop_s']:.1f} s "
         f"= {tokens / r['loop_s']:,.0f} tokens/s | whole job {r['total_s']:.1f} s "
         f"= {tokens / r['total_s']:,.0f} tokens/s | peak RSS {r['peak_rss_mb'] / 1024:.2f} GB | "
         f"loss/answer token step 1 {r['loss_step1']:.5f}, step {r['steps']} "
-        f"{r['loss_last']:.5f} | {r['threads']} threads, load {r['load']:.1f} at the end"
+        f"{r['loss_last']:.5f} | {r['threads']} threads, load {r['load']:.1f} at the end\n"
+        f"{'':11}model FLOPs {achieved / 1e9:,.0f} GFLOP/s = {share}"
     )
 
 
@@ -351,6 +400,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/molorec-bench-train"))
     ap.add_argument("--model", default="tiny-qwen2", help="tiny-qwen2 | smollm2-135m")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.examples % BATCH:
@@ -362,7 +412,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         side, model, data = args.child[0], Path(args.child[1]), Path(args.child[2])
         run = run_ours if side == "ours" else run_baseline
-        print(json.dumps(run(model, data, args.steps, args.cache / f"run-{side}")))
+        work = args.cache / f"run-{side}"
+        print(json.dumps(run(model, data, args.steps, work, args.precision)))
         return
 
     if (load := os.getloadavg()[0]) > 0.5:
@@ -372,13 +423,14 @@ def main() -> None:
     print(
         f"{args.model} + {args.examples} Beauty sample examples ready in "
         f"{time.perf_counter() - t:.1f} s; batch {BATCH}, {args.steps} steps, "
-        f"{args.threads} threads",
+        f"{args.threads} threads, {args.precision}",
         flush=True,
     )
+    shapes, rates = machine_rates(model, args.threads)
     results = {}
     for side in ("ours", "baseline"):
         results[side] = child(side, model, data, args)
-        print(report(results[side]), flush=True)
+        print(report(results[side], shapes, rates), flush=True)
     ours, base = results["ours"], results["baseline"]
     if ours["first_batch"] != base["first_batch"] or ours["step_tokens"] != base["step_tokens"]:
         print("warning: the two sides did not see the same batches", flush=True)

@@ -119,3 +119,16 @@ def gemm_rate(s: Shapes, dtype, rows: int = 700, repeats: int = 5) -> float:
         total_s += sorted(times)[len(times) // 2]
         total_flops += 2 * rows * n_in * n_out
     return total_flops / total_s
+
+
+def rank_flops(s: Shapes, prompt: int, candidates: list[int]) -> float:
+    """FLOPs of ranking one example (molorec.predict.rank_candidates, adapter merged): the
+    prompt's forward with logits at its last position, then the candidates packed after
+    it, each token attending to the prompt and to its own title's earlier tokens, logits
+    where a next title token is scored. Masked-out attention is not counted."""
+    tokens = sum(candidates)
+    context = prompt + causal_context(candidates)
+    scored = sum(n - 1 for n in candidates)
+    return prompt * forward_flops(s, 0, causal_context([prompt]), 1 / prompt) + tokens * (
+        forward_flops(s, 0, context, scored / tokens)
+    )
