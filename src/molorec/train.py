@@ -5,7 +5,8 @@ Read top to bottom: settings, encoding, the step plan, the loss, checkpoints, th
 Two things make it fast on a 152k-token vocabulary: the language-model head runs only at
 answer positions (the prompt's logits would be most of the memory and time, and the loss
 never reads them), and each optimizer step's examples are grouped by length before they
-are cut into micro-batches, which keeps padding small.
+are cut into micro-batches, which keeps padding small. On a CPU, LoRA's input dropout
+draws only the positions it drops (molorec.dropout).
 
 Data parallelism: every process knows the whole step plan (it is a pure function of the
 seed), runs its share of the step's micro-batches, and the LoRA gradients are summed
