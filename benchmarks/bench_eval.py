@@ -24,7 +24,7 @@ import torch
 from bench_fusion import adapters, base_model, sample_instructions
 
 from molorec.evaluate import predict_llm, scenario_examples
-from molorec.flops import Shapes, gemm_rate, rank_flops
+from molorec.flops import Shapes, gemm_rates, rank_flops
 from molorec.model import load_base, model_dtype
 from molorec.predict import candidate_ids, prompt_ids
 
@@ -71,20 +71,16 @@ def main() -> None:
         )
     print(f"rank / generate: {timings['generate'] / timings['rank']:.1f}x examples/s")
     shapes = Shapes.of(model.config)
+    prompts = [len(prompt_ids(tokenizer, msgs)) for msgs in rows["messages"]]
     flops = sum(
         rank_flops(
-            shapes,
-            len(prompt_ids(tokenizer, msgs)),
-            [len(c) for c in candidate_ids(tokenizer, [titles[i] for i in cands])],
+            shapes, n, [len(c) for c in candidate_ids(tokenizer, [titles[i] for i in cands])]
         )
-        for msgs, cands in zip(rows["messages"], rows["candidates"], strict=True)
+        for n, cands in zip(prompts, rows["candidates"], strict=True)
     )
     achieved = flops / timings["rank"]
-    prompt_rows = round(sum(len(prompt_ids(tokenizer, m)) for m in rows["messages"]) / rows.height)
-    rates = {
-        name: gemm_rate(shapes, dtype, rows=prompt_rows)
-        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
-    }
+    prompt_rows = round(sum(prompts) / len(prompts))
+    rates = gemm_rates(shapes, rows=prompt_rows)
     print(
         f"rank: {flops / rows.height / 1e9:.1f} GFLOP per example, {achieved / 1e9:,.0f} GFLOP/s"
         " = "

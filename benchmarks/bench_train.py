@@ -342,14 +342,11 @@ def machine_rates(model: Path, threads: int) -> tuple:
     import torch
     from transformers import AutoConfig
 
-    from molorec.flops import Shapes, gemm_rate
+    from molorec.flops import Shapes, gemm_rates
 
     torch.set_num_threads(threads)
     shapes = Shapes.of(AutoConfig.from_pretrained(model))
-    rates = {
-        name: gemm_rate(shapes, dtype, rows=BATCH * 350)
-        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
-    }
+    rates = gemm_rates(shapes, rows=BATCH * 350)
     print(
         "torch.matmul at the model's projection shapes: "
         + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in rates.items()),

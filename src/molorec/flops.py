@@ -132,3 +132,13 @@ def rank_flops(s: Shapes, prompt: int, candidates: list[int]) -> float:
     return prompt * forward_flops(s, 0, causal_context([prompt]), 1 / prompt) + tokens * (
         forward_flops(s, 0, context, scored / tokens)
     )
+
+
+def gemm_rates(s: Shapes, rows: int) -> dict[str, float]:
+    """:func:`gemm_rate` in bf16 and in fp32, the two precisions a stage runs in."""
+    import torch
+
+    return {
+        name: gemm_rate(s, dtype, rows=rows)
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+    }
