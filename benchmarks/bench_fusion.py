@@ -8,9 +8,11 @@ same two adapters, same prompts (the bundled sample's Beauty test prompts), k = 
 of 5 titles; the gradients are compared too.
 
 Then the pooled schedule (``fusion.adapt``, a step per --tokens-per-step scored tokens as the
-sample's config) with greedy decoding through merged weights (``merge_for_decoding``) against
-the LoRA path's three matmuls per layer (the default), alternating, in the same process:
-seconds per adapted prompt, median ratio, and whether the two trajectories agree. With
+sample's config), three ways, alternating, in the same process: answers drafted in batches
+and checked by one forward pass (``greedy_from_draft``, the default); every answer decoded
+token by token with the KV cache (the way before drafts); drafts checked with decoding
+through merged weights (``merge_for_decoding``). Seconds per adapted prompt (drafting
+included), the median ratio to token by token, and whether the trajectories agree. With
 --model smollm2-135m --adapters GENERAL DOMAIN it runs on a pipeline's own adapters.
 
     python benchmarks/bench_fusion.py [--prompts 4] [--k 5] [--model tiny-qwen2]
@@ -34,6 +36,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the original scheme is kept with the 
 
 from reference_fusion import original_gradient  # noqa: E402
 
+import molorec.fusion as fusion  # noqa: E402
 from molorec.fusion import (  # noqa: E402
     FusionSettings,
     LoraAdapter,
@@ -145,6 +148,13 @@ def compare_with_original(mixture, tokenizer, prompts, k: int, max_new_tokens: i
     print(f"speed-up {ref_s / ours_s:.1f}x; max relative gradient difference {worst:.2e}")
 
 
+def decode_afresh(mixture, ids, draft, decided, max_new_tokens, stop):
+    """The pooled schedule's decoding before drafts: the answer after its fixed prefix
+    decoded token by token with the KV cache, the draft ignored."""
+    prefix = draft[:decided]
+    return prefix + fusion.greedy_continuation(mixture, ids, prefix, max_new_tokens, stop), 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=3)
@@ -154,7 +164,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-qwen2", help="a base model the pipeline builds")
     ap.add_argument("--adapters", nargs=2, help="general and domain adapter (default: trained)")
     ap.add_argument("--tokens-per-step", type=int, default=14, help="the sample's config")
-    ap.add_argument("--repeats", type=int, default=2, help="merged/unmerged pairs")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each way")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (fuse jobs': 1)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--schedule-only", action="store_true", help="skip the original's scheme")
@@ -178,27 +188,39 @@ def main() -> None:
         tokens_per_backward=args.tokens_per_step,
         accumulation=1,
     )
-    seconds, steps, weights = {True: [], False: []}, {}, {}
+    ways = {
+        "drafts checked": (fusion.greedy_from_draft, False),
+        "token by token": (decode_afresh, False),
+        "drafts checked, merged decoding": (fusion.greedy_from_draft, True),
+    }
+    seconds = {way: [] for way in ways}
+    steps, weights = {}, {}
     for _ in range(args.repeats):
-        for merge in (True, False):
+        for way, (answer_of, merge) in ways.items():
+            fusion.greedy_from_draft = answer_of
             for layer in mixture.layers.values():
                 layer.merge_for_decoding = merge
             with torch.no_grad():
                 mixture.mixing.theta.zero_()
             t = time.perf_counter()
-            trajectory = adapt(mixture, tokenizer, prompts, settings)
-            seconds[merge].append((time.perf_counter() - t) / n)
-            steps[merge] = [(r["optimizer_steps"], r["scored_tokens"]) for r in trajectory]
-            weights[merge] = mixture.mixing.weights().detach().clone()
-    merged, unmerged = (statistics.median(seconds[m]) for m in (True, False))
-    same = steps[True] == steps[False]
-    gap = float((weights[True] - weights[False]).abs().max())
+            trajectory = adapt(mixture, tokenizer, prompts, settings)  # drafts included
+            seconds[way].append((time.perf_counter() - t) / n)
+            steps[way] = [(r["optimizer_steps"], r["scored_tokens"]) for r in trajectory]
+            weights[way] = mixture.mixing.weights().detach().clone()
+    fusion.greedy_from_draft = ways["drafts checked"][0]
     print(
-        f"pooled schedule ({args.tokens_per_step} scored tokens per step), median of "
-        f"{args.repeats}: merged decoding {merged:.2f} s per prompt, LoRA path {unmerged:.2f} s: "
-        f"{unmerged / merged:.2f}x; same steps and scored tokens: {same}; max weight "
-        f"difference {gap:.1e}"
+        f"pooled schedule ({args.tokens_per_step} scored tokens per step, {n} prompts), "
+        f"median of {args.repeats} runs, seconds per adapted prompt:"
     )
+    reference = statistics.median(seconds["token by token"])
+    for way in ways:
+        median = statistics.median(seconds[way])
+        same = steps[way] == steps["token by token"]
+        gap = float((weights[way] - weights["token by token"]).abs().max())
+        print(
+            f"  {way:32s} {median:6.2f} s  {reference / median:5.2f}x of token by token; "
+            f"same steps and scored tokens: {same}; max weight difference {gap:.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,18 @@ def chosen_positions(answer: list[int], k: int, separators: set[int], stop: set[
     return positions
 
 
+def original_greedy(model, ids: list[int], max_new_tokens: int, stop: set[int]) -> list[int]:
+    """The original's greedy decoding: the whole sequence every token, argmax of the last."""
+    answer: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model(input_ids=torch.tensor([ids + answer])).logits[0, -1].argmax())
+            answer.append(token)
+            if token in stop:
+                break
+    return answer
+
+
 def original_gradient(mixture, tokenizer, prompts, k: int, max_new_tokens: int) -> torch.Tensor:
     """d(mean entropy)/d(theta) the original way; returns the accumulated gradient."""
     model = mixture.model

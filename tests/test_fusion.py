@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 from chat_data import TITLES, conversation, instructions
-from reference_fusion import original_adaptation, original_gradient
+from reference_fusion import original_adaptation, original_gradient, original_greedy
 from safetensors.torch import load_file
 
 from molorec.fusion import (
@@ -22,6 +22,7 @@ from molorec.fusion import (
     answer_entropy,
     chosen_positions,
     greedy_answers,
+    greedy_from_draft,
     run,
     separator_ids,
 )
@@ -260,9 +261,12 @@ def listing_pair(tiny, tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize(("batch", "accumulation"), [(4, 2), (5, 3), (60, 1)])
+@pytest.mark.parametrize(
+    ("batch", "accumulation", "wrong_drafts"),
+    [(4, 2, False), (5, 3, False), (60, 1, False), (4, 2, True)],
+)
 def test_pooled_schedule_equals_the_original_step_by_step(
-    tiny, tokenizer, listing_pair, batch, accumulation, monkeypatch
+    tiny, tokenizer, listing_pair, batch, accumulation, wrong_drafts, monkeypatch
 ):
     """Scored tokens pooled across prompts, a backward per batch, a step per accumulation
     batches, the rest of an answer decoded with the new weights after a step inside it,
@@ -270,14 +274,14 @@ def test_pooled_schedule_equals_the_original_step_by_step(
     import molorec.fusion as fusion
 
     prompts, k, max_new, lr = [prompt(i) for i in range(3)], 3, 24, 5.0
-    prefixes = []  # answer prefixes decoded on after a step inside an answer
-    continuation = fusion.greedy_continuation
+    prefixes = []  # answer tokens fixed when the rest is decoded again after a step
+    from_draft = fusion.greedy_from_draft
 
-    def spy(mixture, ids, prefix, *args):
-        prefixes.append(len(prefix))
-        return continuation(mixture, ids, prefix, *args)
+    def spy(mixture, ids, draft, decided, *args):
+        prefixes.append(decided)
+        return from_draft(mixture, ids, draft, decided, *args)
 
-    monkeypatch.setattr(fusion, "greedy_continuation", spy)
+    monkeypatch.setattr(fusion, "greedy_from_draft", spy)
 
     def mixture() -> Mixture:
         return Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in listing_pair])
@@ -291,7 +295,10 @@ def test_pooled_schedule_equals_the_original_step_by_step(
         tokens_per_backward=batch,
         accumulation=accumulation,
     )
-    trajectory = adapt(ours, tokenizer, prompts, s)
+    # Drafts that are wrong from their first token: every answer is decoded afresh.
+    trajectory = adapt(
+        ours, tokenizer, prompts, s, drafts=[[0] * 5 for _ in prompts] if wrong_drafts else None
+    )
     reference, reference_steps = original_adaptation(
         mixture(), tokenizer, prompts, k, max_new, batch, accumulation, lr
     )
@@ -307,6 +314,39 @@ def test_pooled_schedule_equals_the_original_step_by_step(
     # Adam divides by the gradients' scale, so float32 sums in another order (cached vs
     # recomputed) move theta by up to ~1e-4 of lr; a schedule off by one batch moves it by lr.
     torch.testing.assert_close(ours.mixing.theta.detach(), reference, rtol=0, atol=2e-3 * lr)
+
+
+def test_a_checked_draft_is_the_greedy_answer(tiny, tokenizer, listing_pair):
+    """Whatever the draft (right, wrong at a token, too short, too long, empty), the answer
+    is the original's greedy answer under the current weights, and only the tokens of the
+    draft up to its first disagreement are kept; the fixed prefix is never rewritten."""
+    from molorec.predict import prompt_ids
+
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in listing_pair])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mixture.mixing.theta.copy_(torch.randn_like(mixture.mixing.theta) * 0.3)
+    stop, max_new = {tokenizer.eos_token_id, tokenizer.pad_token_id}, 24
+    for i in range(3):
+        ids = prompt_ids(tokenizer, prompt(i))
+        truth = original_greedy(mixture.model, ids, max_new, stop)
+        assert len(truth) > 6
+        other = next(t for t in range(5, 100) if t != truth[3])
+        cases = {  # draft: tokens it must keep
+            "right": (truth, len(truth)),
+            "wrong at 3": (truth[:3] + [other] + truth[4:], 3),
+            "short": (truth[:5], 5),
+            "long": (truth[:-1] + [other] * 30, len(truth) - 1),
+            "empty": ([], 0),
+        }
+        for name, (draft, kept) in cases.items():
+            answer, n = greedy_from_draft(mixture, ids, draft, 0, max_new, stop)
+            assert (answer, n) == (truth, kept), name
+        # a fixed prefix (tokens decided under earlier weights) stays, even if not greedy
+        fixed = [other] + truth[1:]
+        answer, n = greedy_from_draft(mixture, ids, fixed, 1, max_new, stop)
+        assert answer[0] == other and n <= len(truth) - 1
+        assert answer == [other] + original_greedy(mixture.model, ids + [other], max_new - 1, stop)
 
 
 def course_conversation(i: int, answer: str) -> list[dict]:

@@ -479,10 +479,12 @@ def adapt(
     s: FusionSettings,
     progress: bool = False,
     on_step=None,
+    drafts: list[list[int]] | None = None,
 ) -> list[dict]:
     """Learn the mixing logits on unlabeled prompts (system + user turns only) and return
     the trajectory, a row per backward; ``on_step(row)`` runs after every row (benchmarks
-    evaluate the mixture there)."""
+    evaluate the mixture there). ``drafts``: the pooled schedule's answer drafts
+    (``draft_answers`` at the starting weights), drafted here if not given."""
     if s.guard not in GUARDS:
         raise ValueError(f"fusion.guard {s.guard!r}: {' | '.join(GUARDS)}")
     if s.schedule not in SCHEDULES:
@@ -490,8 +492,16 @@ def adapt(
     torch.manual_seed(s.seed)
     mixture.model.eval()  # no dropout: the objective must be deterministic
     adaptation = _Adaptation(mixture, tokenizer, s, on_step)
-    run_schedule = adaptation.pooled if s.schedule == "pooled" else adaptation.per_prompt
-    return run_schedule(prompts, progress)
+    if s.schedule == "prompt":
+        return adaptation.per_prompt(prompts, progress)
+    trajectory = adaptation.pooled(prompts, progress, drafts)
+    log.info(
+        "lr %g: %d answer tokens kept from the drafts, %d decoded",
+        s.lr,
+        adaptation.draft_tokens_kept,
+        adaptation.decoded_tokens,
+    )
+    return trajectory
 
 
 class _Adaptation:
@@ -506,6 +516,8 @@ class _Adaptation:
         self.stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
         self.trajectory: list[dict] = []
         self.optimizer_steps = 0
+        # pooled schedule: answer tokens taken from a checked draft, and decoded one by one
+        self.draft_tokens_kept = self.decoded_tokens = 0
 
     def step(self) -> None:
         """One Adam step on the gradients accumulated so far (the l2 guard's added here)."""
@@ -572,7 +584,9 @@ class _Adaptation:
         bar.close()
         return self.trajectory
 
-    def pooled(self, prompts: list[list[dict]], progress: bool) -> list[dict]:
+    def pooled(
+        self, prompts: list[list[dict]], progress: bool, drafts: list[list[int]] | None = None
+    ) -> list[dict]:
         """The original's schedule (its ``step`` and ``update_model``), exactly: prompts one
         at a time; their scored positions pooled across prompts into batches of
         tokens_per_backward; each full batch one backward of mean entropy / accumulation;
@@ -581,7 +595,12 @@ class _Adaptation:
         changes the weights there: the rest of that answer is decoded with the new weights,
         as the original's token-by-token loop does. The remainder (a partial batch, and the
         gradients of batches after the last step) is never applied, as in the original; the
-        trajectory's last row says so (stepped 0)."""
+        trajectory's last row says so (stepped 0).
+
+        Answers are drafted first, all prompts' in a few batched generations at the starting
+        weights (``drafts``, shared by every lr of a grid), and each draft is then checked
+        under the weights of the moment (``greedy_from_draft``): one forward pass instead of
+        a token-by-token decode wherever the weights have not changed the greedy answer."""
         from tqdm import tqdm
 
         from molorec.predict import prompt_ids
@@ -593,15 +612,20 @@ class _Adaptation:
         bar = tqdm(
             total=s.steps * len(prompts), disable=not progress, desc="fusion", mininterval=10
         )
+        if drafts is None:
+            drafts = draft_answers(self.mixture, self.tokenizer, prompts, s.max_new_tokens)
+        drafts = list(drafts)
         for _ in range(s.steps):
-            for prompt in prompts:
+            for i, prompt in enumerate(prompts):
                 ids = prompt_ids(self.tokenizer, prompt)
-                answer: list[int] = []
+                answer = drafts[i]
                 decided = 0  # answer tokens fixed by earlier weights
                 while True:
-                    answer = answer[:decided] + greedy_continuation(
-                        self.mixture, ids, answer[:decided], s.max_new_tokens, self.stop
+                    answer, kept = greedy_from_draft(
+                        self.mixture, ids, answer, decided, s.max_new_tokens, self.stop
                     )
+                    self.draft_tokens_kept += kept
+                    self.decoded_tokens += len(answer) - decided - kept
                     positions = [
                         j
                         for j in chosen_positions(answer, s.k, self.separators, self.stop)
@@ -632,12 +656,66 @@ class _Adaptation:
                     if not redecode:
                         break
                 answered += len(answer)
+                drafts[i] = answer  # the next pass's draft
                 bar.update(1)
         bar.close()
         if pooled or answered or not self.trajectory:
             # never applied: a partial batch, or answers with nothing left to score
             self.log(pooled_entropy / pooled if pooled else None, pooled, answered, False)
         return self.trajectory
+
+
+DRAFT_BATCH = 8  # prompts per batched draft generation
+
+
+def draft_answers(
+    mixture: Mixture, tokenizer, prompts: list[list[dict]], max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy answers at the current weights, DRAFT_BATCH prompts per (left-padded)
+    generation: guesses for ``greedy_from_draft`` to check, never used unchecked."""
+    drafts = []
+    for lo in range(0, len(prompts), DRAFT_BATCH):
+        batch = prompts[lo : lo + DRAFT_BATCH]
+        drafts += greedy_answers(mixture, tokenizer, batch, 0, max_new_tokens, set()).answers
+    return drafts
+
+
+def greedy_from_draft(
+    mixture: Mixture,
+    ids: list[int],
+    draft: list[int],
+    decided: int,
+    max_new_tokens: int,
+    stop: set[int],
+) -> tuple[list[int], int]:
+    """The greedy answer after the prompt ``ids`` whose first ``decided`` tokens are fixed
+    (``draft[:decided]``), under the current weights, and how many tokens of the draft past
+    ``decided`` it kept.
+
+    One forward pass over prompt + draft gives the model's greedy token at every answer
+    position past ``decided`` -- the original's decoding (a full forward per token, the
+    argmax of the last position's logits), for all positions at once. The draft is kept up
+    to its first disagreement; the model's token there is taken, and the rest is decoded
+    with the KV cache. A draft the model agrees with ends the answer where it ends (a stop
+    token, or max_new_tokens)."""
+    draft = draft[:max_new_tokens]
+    complete = len(draft) == max_new_tokens or bool(draft and draft[-1] in stop)
+    # prediction of answer token j: the logits at sequence position len(ids) + j - 1
+    upto = len(draft) if complete else len(draft) + 1
+    if decided >= upto:
+        return draft[:decided], 0
+    model = mixture.model
+    seq = torch.tensor([ids + draft[: upto - 1]], dtype=torch.long, device=model.device)
+    keep = torch.arange(len(ids) + decided - 1, len(ids) + upto - 1, device=model.device)
+    with torch.no_grad():
+        logits = model(input_ids=seq, use_cache=False, logits_to_keep=keep).logits[0]
+    greedy = logits.argmax(-1).tolist()
+    for offset, token in enumerate(greedy):
+        j = decided + offset
+        if j == len(draft) or token != draft[j]:
+            answer = draft[:j] + [token]
+            return answer + greedy_continuation(mixture, ids, answer, max_new_tokens, stop), offset
+    return draft, len(draft) - decided
 
 
 def greedy_continuation(
@@ -825,13 +903,15 @@ def run_lrs(
     )
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
-    infos = []
+    infos, drafts = [], None
     for lr, out_dir in out_dirs.items():
         with torch.no_grad():
             mixture.mixing.theta.zero_()
         mixture.mixing.theta.grad = None
+        if drafts is None and settings.schedule == "pooled":  # every lr starts at theta 0
+            drafts = draft_answers(mixture, tokenizer, prompts, settings.max_new_tokens)
         lr_settings = replace(settings, lr=float(lr))
-        trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress)
+        trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress, drafts=drafts)
         scored = sum(row["scored_tokens"] for row in trajectory)
         steps = trajectory[-1]["optimizer_steps"] if trajectory else 0
         if steps == 0:
