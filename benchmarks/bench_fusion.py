@@ -107,7 +107,8 @@ def adapters(base: str, prompts_file: Path, cache: Path) -> list[str]:
         out = cache / name
         if not (out / "adapter_model.safetensors").exists():
             df = pl.read_parquet(prompts_file).filter(pl.col("split") == split).head(4)
-            df.with_columns(split=pl.lit("train")).write_parquet(cache / f"{name}.parquet")
+            df = df.with_columns(split=pl.lit("train"), held_out=pl.lit(False))  # trained on
+            df.write_parquet(cache / f"{name}.parquet")
             train(
                 base,
                 [str(cache / f"{name}.parquet")],

@@ -16,6 +16,7 @@ from molorec.predict import (
     candidate_ids,
     parse_answer,
     prompt_ids,
+    rank_batch,
     rank_brute_force,
     rank_candidates,
 )
@@ -133,6 +134,27 @@ def test_rank_backend_equals_brute_force_scoring(tiny, tokenizer):
     assert torch.equal(torch.argsort(fast, descending=True), torch.argsort(slow, descending=True))
 
 
+def test_a_batch_of_examples_ranks_as_each_on_its_own(tiny, tokenizer):
+    """rank_batch: prompts of different lengths, candidate lists of different sizes and
+    lengths, padded into one batch; each example's scores are the brute-force ones (a full
+    forward per candidate, no padding): padding is never seen, by the prompts or the
+    candidates."""
+    model = perturbed_tiny(tiny)
+    prompts = [prompt_ids(tokenizer, conversation(i, "unused")) for i in (0, 3, 1)]
+    prompts[1] = prompts[1] + prompts[1][-9:]  # a longer prompt: the others are padded
+    assert len({len(p) for p in prompts}) > 1
+    lists = [TITLES, TITLES[2:], [TITLES[4], "LEGO City Fire Station with Fire Truck"]]
+    cands = [candidate_ids(tokenizer, titles) for titles in lists]
+    batched = rank_batch(model, prompts, cands)
+    for prompt, example_cands, scores in zip(prompts, cands, batched, strict=True):
+        torch.testing.assert_close(
+            scores, rank_brute_force(model, prompt, example_cands), rtol=0, atol=1e-4
+        )
+    means = rank_batch(model, prompts, cands, "mean")
+    for scores, mean, example_cands in zip(batched, means, cands, strict=True):
+        torch.testing.assert_close(mean, scores / torch.tensor([len(c) for c in example_cands]))
+
+
 def test_rank_in_bf16_follows_fp32(tiny, tokenizer):
     """model.precision bf16 (weights and cache in bf16): the scores stay float32 and close
     to the float32 model's; bf16 keeps about 3 significant digits of each logit."""
@@ -147,6 +169,10 @@ def test_rank_in_bf16_follows_fp32(tiny, tokenizer):
     bf16 = rank_candidates(model.to(torch.bfloat16), prompt, cands)
     assert bf16.dtype == torch.float32
     torch.testing.assert_close(bf16, fp32, rtol=0.02, atol=0.5)
+    # In a batch (padded, larger matrix products), bf16 rounds otherwise, as closely.
+    longer = prompt + prompt[-7:]
+    batched = rank_batch(model, [longer, prompt], [cands[1:], cands])[1]
+    torch.testing.assert_close(batched, fp32, rtol=0.02, atol=0.5)
 
 
 def test_metrics_hand_computed():

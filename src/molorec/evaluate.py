@@ -187,7 +187,7 @@ def predict_llm(
     ``rank_score``: how the rank backend scores a title (predict.rank_candidates)."""
     import torch
 
-    from molorec.predict import candidate_ids, generate_texts, prompt_ids, rank_candidates
+    from molorec.predict import candidate_ids, generate_texts, prompt_ids, rank_batch
 
     candidates = rows["candidates"].to_list()
     if backend == "generate":
@@ -195,16 +195,19 @@ def predict_llm(
         texts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size)
         return _parsed_predictions(rows, texts, titles, normalised)
     if backend == "rank":
-        rankings = []
-        for msgs, cands in zip(rows["messages"], candidates, strict=True):
-            scores = rank_candidates(
-                model,
-                prompt_ids(tokenizer, msgs),
-                candidate_ids(tokenizer, [titles[c] for c in cands]),
-                rank_score,
+        prompts = [prompt_ids(tokenizer, msgs) for msgs in rows["messages"]]
+        tokens = [candidate_ids(tokenizer, [titles[c] for c in cands]) for cands in candidates]
+        # Batches of similar lengths (little padding); a fixed order, so fixed batches.
+        by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        rankings = [None] * len(prompts)
+        for lo in range(0, len(by_length), batch_size):
+            batch = by_length[lo : lo + batch_size]
+            scores = rank_batch(
+                model, [prompts[i] for i in batch], [tokens[i] for i in batch], rank_score
             )
-            order = torch.argsort(scores, descending=True, stable=True).tolist()
-            rankings.append([cands[i] for i in order])
+            for i, example_scores in zip(batch, scores, strict=True):
+                order = torch.argsort(example_scores, descending=True, stable=True).tolist()
+                rankings[i] = [candidates[i][j] for j in order]
         n = rows.height
         return _predictions(rows, rankings, [None] * n, [0] * n, [0] * n)
     raise ValueError(f"predict.backend {backend!r}: generate | rank | vllm")

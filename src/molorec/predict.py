@@ -119,47 +119,93 @@ def rank_candidates(
 ) -> torch.Tensor:
     """Log-likelihood of every candidate continuation of the prompt: ``sum`` over its tokens
     (the sequence's probability, which favours short titles), or ``mean`` per token (length
-    normalised).
+    normalised). One example of ``rank_batch``."""
+    return rank_batch(model, [prompt], [candidates], score)[0]
 
-    The prompt runs once. The candidates are then packed into one sequence after it: a 4D
-    mask lets each token see the prompt's cache and its own candidate's earlier tokens
-    only, and positions restart after the prompt for every candidate. So 30 titles cost one
-    forward of their tokens, without 30 copies of the prompt's cache or padding."""
+
+def packed_mask(seen: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean visibility [B, query, key] -> the additive 4D mask a model takes. A query
+    that sees nothing (padding) is let see key 0, so no attention row is empty (NaN)."""
+    seen = seen.clone()
+    seen[..., 0] |= ~seen.any(-1)
+    mask = torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def rank_batch(
+    model, prompts: list[list[int]], candidates: list[list[list[int]]], score: str = "sum"
+) -> list[torch.Tensor]:
+    """``rank_candidates`` for several examples in two forward passes.
+
+    The prompts run once, right-padded into one batch (the model's causal mask: no prompt
+    token sees a pad, which come after it). Each example's candidates are then
+    packed into one sequence after its prompt: a 4D mask lets each token see its own
+    prompt's cache and its own candidate's earlier tokens only, and positions restart after
+    the prompt for every candidate. So an example's 30 titles cost one forward of their
+    tokens, without 30 copies of the prompt's cache, and several examples share each
+    matrix product (larger, faster GEMMs). Padding is masked out: each example's scores are
+    those of a batch of its own, up to float rounding."""
     if score not in RANK_SCORES:
         raise ValueError(f"evaluate.rank_score {score!r}: expected one of {RANK_SCORES}")
-    device = model.device
+    device, dtype = model.device, next(model.parameters()).dtype
+    n = len(prompts)
+    p_len = torch.tensor([len(p) for p in prompts])
+    width = int(p_len.max())
+    real = torch.arange(width)[None] < p_len[:, None]  # [B, key]: not padding
+    p_ids = torch.zeros((n, width), dtype=torch.long)
+    p_ids[real] = torch.tensor([t for p in prompts for t in p])
+    # Per candidate token: its example's row, the candidate it belongs to (-1: padding),
+    # its offset in that candidate and that candidate's length.
+    c_len = torch.tensor([sum(map(len, cands)) for cands in candidates])
+    c_width = int(c_len.max())
+    c_ids = torch.zeros((n, c_width), dtype=torch.long)
+    owner = torch.full((n, c_width), -1)
+    offset = torch.zeros((n, c_width), dtype=torch.long)
+    length = torch.zeros((n, c_width), dtype=torch.long)
+    lengths = [torch.tensor([len(c) for c in cands]) for cands in candidates]
+    for b, cands in enumerate(candidates):
+        k = int(c_len[b])
+        c_ids[b, :k] = torch.tensor([token for c in cands for token in c])
+        owner[b, :k] = torch.repeat_interleave(torch.arange(len(cands)), lengths[b])
+        offset[b, :k] = torch.cat([torch.arange(m) for m in lengths[b].tolist()])
+        length[b, :k] = lengths[b][owner[b, :k]]
+    own = (owner[:, :, None] == owner[:, None, :]) & (owner[:, :, None] >= 0)
+    own &= offset[:, :, None] >= offset[:, None, :]
+    seen = torch.cat([real[:, None, :].expand(n, c_width, width), own], -1)
+    last = p_len - 1  # each prompt's last position: its logits predict token 0
+    last_kept = torch.unique(last)
+    # Token j of a candidate is predicted at its token j-1 (the last one predicts nothing).
+    rows, cols = torch.nonzero((owner >= 0) & (offset < length - 1), as_tuple=True)
+    kept = torch.unique(cols)
     with torch.no_grad():
-        # Only the last prompt position's logits are needed: skip the other rows.
         out = model(
-            input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1
+            # right padding: causally, no prompt token sees a pad (only the cache holds them)
+            input_ids=p_ids.to(device),
+            position_ids=torch.arange(width)[None].expand(n, width).to(device),
+            use_cache=True,
+            logits_to_keep=last_kept.to(device),  # the LM head runs there only
         )
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        lengths = torch.tensor([len(c) for c in candidates])
-        owner = torch.repeat_interleave(torch.arange(len(candidates)), lengths)
-        offset = torch.cat([torch.arange(n) for n in lengths.tolist()])
-        ids = torch.tensor([token for c in candidates for token in c], device=device)
-        seen = (owner[:, None] == owner[None, :]) & (offset[:, None] >= offset[None, :])
-        seen = torch.cat([torch.ones((len(ids), len(prompt)), dtype=torch.bool), seen], 1)
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
-        # Token j of a candidate is predicted at its token j-1; token 0 by the prompt's end.
-        scoring = torch.nonzero(offset < lengths[owner] - 1).squeeze(1)
-        logits = (
-            model(
-                input_ids=ids[None],
-                attention_mask=mask[None, None].to(device),
-                position_ids=(len(prompt) + offset)[None].to(device),
-                cache=out.cache,
-                use_cache=True,
-                logits_to_keep=scoring.to(device),
-            )
-            .logits[0]
-            .float()
+        first = out.logits[torch.arange(n), torch.searchsorted(last_kept, last).to(device)]
+        first = torch.log_softmax(first.float(), -1)
+        logits = model(
+            input_ids=c_ids.to(device),
+            attention_mask=packed_mask(seen, dtype).to(device),
+            position_ids=(p_len[:, None] + offset).to(device),
+            cache=out.cache,
+            use_cache=True,
+            logits_to_keep=kept.to(device),
+        ).logits
+        at = logits[rows.to(device), torch.searchsorted(kept, cols).to(device)].float()
+        picked = at.gather(-1, c_ids[rows, cols + 1, None].to(device))[:, 0] - at.logsumexp(-1)
+    scores = []
+    for b in range(n):
+        mine = rows == b
+        starts = torch.cumsum(lengths[b], 0) - lengths[b]
+        total = first[b, c_ids[b, starts].to(device)].index_add(
+            0, owner[b, cols[mine]].to(device), picked[mine.to(device)]
         )
-        picked = logits.gather(-1, ids[scoring + 1, None].to(device))[:, 0] - logits.logsumexp(-1)
-        starts = torch.cumsum(lengths, 0) - lengths
-        scores = first[ids[starts.to(device)]].index_add(0, owner[scoring].to(device), picked)
-        return scores / lengths.to(device) if score == "mean" else scores
+        scores.append(total / lengths[b].to(device) if score == "mean" else total)
+    return scores
 
 
 def rank_brute_force(model, prompt: list[int], candidates: list[list[int]]) -> torch.Tensor:

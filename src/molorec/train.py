@@ -342,6 +342,8 @@ def train(
     model.train()
 
     rows = pl.concat([training_rows(pl.read_parquet(p)) for p in data_files])
+    if rows.is_empty():
+        raise ValueError(f"{', '.join(map(str, data_files))}: no training rows (all held out)")
     examples, cut = encode(tokenizer, rows["messages"].to_list(), s.max_length)
     if cut:
         log.warning("%d of %d prompts cut to max_length=%d", cut, len(examples), s.max_length)
