@@ -1,7 +1,9 @@
 """The default quick start, timed: `snakemake --cores all` on the bundled sample in a fresh
 working folder, with the wall time, the peak memory of the whole process tree (sampled
 every 0.5 s: concurrent jobs add up) and the seconds per stage from the rules' benchmark
-files.
+files. Then this machine's bf16 ``torch.matmul`` rate at the built model's projection
+shapes, on one thread and on all (as the jobs run): the same code's wall time moves with
+it, so two runs compare through it.
 
     python benchmarks/bench_pipeline.py [--workdir /tmp/molorec-quickstart] [--config config.yaml]
 """
@@ -89,6 +91,28 @@ def main() -> None:
     print(f"wall {wall / 60:.1f} min, peak RSS of the whole run {peak[0] / 2**30:.2f} GB")
     with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(stages)
+    print(machine_rates(args.workdir))
+
+
+def machine_rates(workdir: Path) -> str:
+    """The bf16 GEMM rate at the built model's shapes, one thread and all threads."""
+    import torch
+    from transformers import AutoConfig
+
+    from molorec.flops import Shapes, gemm_rate
+
+    built = sorted((workdir / "results/models").glob("*/config.json"))
+    if not built:
+        return "no built model in results/models: no GEMM rate"
+    shapes = Shapes.of(AutoConfig.from_pretrained(built[0].parent))
+    rates = {}
+    for threads in (1, psutil.cpu_count(logical=True) or 1):
+        torch.set_num_threads(threads)
+        rates[threads] = gemm_rate(shapes, torch.bfloat16)
+    return f"bf16 GEMM rate at {built[0].parent.name}'s shapes after the run: " + ", ".join(
+        f"{rate / 1e9:,.0f} GFLOP/s on {t} thread{'s' if t > 1 else ''}"
+        for t, rate in rates.items()
+    )
 
 
 if __name__ == "__main__":
