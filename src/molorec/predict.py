@@ -123,15 +123,6 @@ def rank_candidates(
     return rank_batch(model, [prompt], [candidates], score)[0]
 
 
-def packed_mask(seen: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Boolean visibility [B, query, key] -> the additive 4D mask a model takes. A query
-    that sees nothing (padding) is let see key 0, so no attention row is empty (NaN)."""
-    seen = seen.clone()
-    seen[..., 0] |= ~seen.any(-1)
-    mask = torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
-    return mask[:, None]
-
-
 def rank_batch(
     model, prompts: list[list[int]], candidates: list[list[list[int]]], score: str = "sum"
 ) -> list[torch.Tensor]:
@@ -171,7 +162,9 @@ def rank_batch(
         length[b, :k] = lengths[b][owner[b, :k]]
     own = (owner[:, :, None] == owner[:, None, :]) & (owner[:, :, None] >= 0)
     own &= offset[:, :, None] >= offset[:, None, :]
+    # Every query, a pad too, sees its example's prompt: no attention row is empty (NaN).
     seen = torch.cat([real[:, None, :].expand(n, c_width, width), own], -1)
+    mask = torch.zeros(seen.shape, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)
     last = p_len - 1  # each prompt's last position: its logits predict token 0
     last_kept = torch.unique(last)
     # Token j of a candidate is predicted at its token j-1 (the last one predicts nothing).
@@ -189,7 +182,7 @@ def rank_batch(
         first = torch.log_softmax(first.float(), -1)
         logits = model(
             input_ids=c_ids.to(device),
-            attention_mask=packed_mask(seen, dtype).to(device),
+            attention_mask=mask[:, None].to(device),
             position_ids=(p_len[:, None] + offset).to(device),
             cache=out.cache,
             use_cache=True,
