@@ -8,11 +8,13 @@ same two adapters, same prompts (the bundled sample's Beauty test prompts), k = 
 of 5 titles; the gradients are compared too.
 
 Then the pooled schedule (``fusion.adapt``, a step per --tokens-per-step scored tokens as the
-sample's config), three ways, alternating, in the same process: answers drafted in batches
-and checked by one forward pass (``greedy_from_draft``, the default); every answer decoded
-token by token with the KV cache (the way before drafts); drafts checked with decoding
-through merged weights (``merge_for_decoding``). Seconds per adapted prompt (drafting
-included), the median ratio to token by token, and whether the trajectories agree. With
+sample's config), four ways, alternating, in the same process: answers drafted in batches
+and checked by one forward pass (``greedy_from_draft``), decoded past a disagreement with
+guesses copied from the prompt (``LOOKUP_TOKENS``, the default); the same, decoded token
+by token with the KV cache past a disagreement; every answer decoded token by token (the
+way before drafts); drafts and lookup with decoding through merged weights
+(``merge_for_decoding``). Seconds per adapted prompt (drafting included), the median
+ratio to token by token, and whether the trajectories agree. With
 --model smollm2-135m --adapters GENERAL DOMAIN it runs on a pipeline's own adapters.
 
     python benchmarks/bench_fusion.py [--prompts 4] [--k 5] [--model tiny-qwen2]
@@ -189,16 +191,18 @@ def main() -> None:
         tokens_per_backward=args.tokens_per_step,
         accumulation=1,
     )
-    ways = {
-        "drafts checked": (fusion.greedy_from_draft, False),
-        "token by token": (decode_afresh, False),
-        "drafts checked, merged decoding": (fusion.greedy_from_draft, True),
+    lookup = fusion.LOOKUP_TOKENS
+    ways = {  # how an answer is found; decoding through merged weights; prompt lookup
+        "drafts, lookup": (fusion.greedy_from_draft, False, lookup),
+        "drafts, token by token": (fusion.greedy_from_draft, False, 0),
+        "token by token": (decode_afresh, False, 0),
+        "drafts, lookup, merged": (fusion.greedy_from_draft, True, lookup),
     }
     seconds = {way: [] for way in ways}
     steps, weights = {}, {}
     for _ in range(args.repeats):
-        for way, (answer_of, merge) in ways.items():
-            fusion.greedy_from_draft = answer_of
+        for way, (answer_of, merge, guesses) in ways.items():
+            fusion.greedy_from_draft, fusion.LOOKUP_TOKENS = answer_of, guesses
             for layer in mixture.layers.values():
                 layer.merge_for_decoding = merge
             with torch.no_grad():
@@ -208,7 +212,7 @@ def main() -> None:
             seconds[way].append((time.perf_counter() - t) / n)
             steps[way] = [(r["optimizer_steps"], r["scored_tokens"]) for r in trajectory]
             weights[way] = mixture.mixing.weights().detach().clone()
-    fusion.greedy_from_draft = ways["drafts checked"][0]
+    fusion.greedy_from_draft, fusion.LOOKUP_TOKENS = ways["drafts, lookup"][0], lookup
     print(
         f"pooled schedule ({args.tokens_per_step} scored tokens per step, {n} prompts), "
         f"median of {args.repeats} runs, seconds per adapted prompt:"

@@ -4,6 +4,7 @@ baselines (the schema's enum and the evaluation rule's wildcard follow it)."""
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 
@@ -174,28 +175,27 @@ def test_schema_lists_the_registry_and_runs_every_baseline_by_default():
     assert {"content", "novelty"} <= set(spec["default"])
 
 
-def plan(workdir, target: str, planted: str) -> subprocess.CompletedProcess:
-    """A dry run for one baseline's metrics, with ``planted`` added to BASELINES first (in
-    the process that reads the Snakefile, which imports the registry)."""
+def plan(workdir, target: str, baselines: list[str]) -> subprocess.CompletedProcess:
+    """A dry run for ``target`` with evaluate.baselines set to ``baselines``."""
     config = sample_config()
+    config["evaluate"]["baselines"] = baselines
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
-    code = (
-        "import sys; import molorec.baselines as b; "
-        f"b.BASELINES[{planted!r}] = b.Random; "
-        "from snakemake.cli import main; sys.argv = ['snakemake'] + sys.argv[1:]; main()"
-    )
-    cmd = [sys.executable, "-c", code, "-s", str(REPO / "Snakefile"), "--dry-run", "--nolock"]
-    cmd += ["--cores", "1", "--directory", str(workdir), target]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--dry-run"]
+    cmd += ["--nolock", "--cores", "1", "--directory", str(workdir), target]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def test_the_rule_accepts_exactly_the_registrys_names(tmp_path):
-    """The evaluation rule's wildcard is built from BASELINES: a name added there is planned
-    with no edit of the rule; a name not there is not."""
-    added = plan(tmp_path, "results/eval/beauty/warm/planted/metrics.json", "planted")
+def test_one_job_evaluates_every_configured_baseline_of_a_scenario(tmp_path):
+    """evaluate.baselines makes the outputs of one job per domain and scenario: asking for
+    one baseline's metrics plans that job, which writes each configured baseline and no
+    other; a baseline not configured has no rule."""
+    added = plan(tmp_path, "results/eval/beauty/warm/pop/metrics.json", ["pop", "content"])
     assert added.returncode == 0, added.stderr[-2000:]
-    assert "evaluate_baseline" in added.stdout
-    missing = plan(tmp_path, "results/eval/beauty/warm/unlisted/metrics.json", "planted")
+    jobs = re.findall(r"^rule (\w+):", added.stdout, re.M)
+    assert jobs.count("evaluate_baselines") == 1, added.stdout[-3000:]
+    assert "results/eval/beauty/warm/content/metrics.json" in added.stdout
+    assert "/markov/" not in added.stdout
+    missing = plan(tmp_path, "results/eval/beauty/warm/markov/metrics.json", ["pop", "content"])
     assert missing.returncode != 0
-    assert "No rule to produce results/eval/beauty/warm/unlisted" in missing.stdout
+    assert "No rule to produce results/eval/beauty/warm/markov" in missing.stdout

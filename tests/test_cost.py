@@ -66,6 +66,6 @@ def test_model_loads_are_the_gpu_jobs_snakemake_plans(one_target_run, tokenizer)
             n
             for rule, n in counts.items()
             if rule.startswith(("train_", "fuse", "uniform_", "evaluate_"))
-            and rule != "evaluate_baseline"
+            and rule != "evaluate_baselines"
         )
         assert sum(w.loads for w in work.values()) == gpu_jobs, (grouped, counts)

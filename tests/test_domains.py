@@ -107,7 +107,7 @@ def test_adding_a_target_domain_runs_only_its_branch(one_target_run):
         *FUSION_RULES,
         *LLM_EVAL_RULES,
         "select_molorec",
-        "evaluate_baseline",
+        "evaluate_baselines",
     }
 
     proc = run_workflow(workdir, grown)

@@ -22,6 +22,7 @@ from molorec.fusion import (
     answer_entropy,
     chosen_positions,
     greedy_answers,
+    greedy_continuation,
     greedy_from_draft,
     run,
     separator_ids,
@@ -347,6 +348,35 @@ def test_a_checked_draft_is_the_greedy_answer(tiny, tokenizer, listing_pair):
         answer, n = greedy_from_draft(mixture, ids, fixed, 1, max_new, stop)
         assert answer[0] == other and n <= len(truth) - 1
         assert answer == [other] + original_greedy(mixture.model, ids + [other], max_new - 1, stop)
+
+
+def test_decoding_past_a_disagreement_checks_guesses_copied_from_the_prompt(
+    tiny, tokenizer, listing_pair, monkeypatch
+):
+    """The answer decoded with prompt lookup is the original's greedy answer, and, as the
+    answer copies candidate titles from its prompt, it takes fewer forward passes than it
+    has tokens; token by token (LOOKUP_TOKENS = 0) takes one pass per token."""
+    import molorec.fusion as fusion
+    from molorec.predict import prompt_ids
+
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in listing_pair])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mixture.mixing.theta.copy_(torch.randn_like(mixture.mixing.theta) * 0.3)
+    passes = []
+    mixture.model.register_forward_hook(lambda *_: passes.append(1))
+    stop, max_new = {tokenizer.eos_token_id, tokenizer.pad_token_id}, 24
+    for i in range(3):
+        ids = prompt_ids(tokenizer, prompt(i))
+        truth = original_greedy(mixture.model, ids, max_new, stop)
+        for guesses in (fusion.LOOKUP_TOKENS, 0):
+            monkeypatch.setattr(fusion, "LOOKUP_TOKENS", guesses)
+            passes.clear()
+            assert greedy_continuation(mixture, ids, [], max_new, stop) == truth, guesses
+            if guesses:
+                assert len(passes) < len(truth) / 2, (len(passes), len(truth))
+            else:
+                assert len(passes) == len(truth)
 
 
 def course_conversation(i: int, answer: str) -> list[dict]:

@@ -172,6 +172,37 @@ def predict_baseline(name: str, rows: pl.DataFrame, data, seed: int) -> pl.DataF
     return _predictions(rows, rankings, [None] * rows.height, [0] * rows.height, [0] * rows.height)
 
 
+def evaluate_baselines(
+    names: list[str],
+    examples: pl.DataFrame,
+    interactions: pl.DataFrame,
+    catalog: pl.DataFrame,
+    scenario: str,
+    s: dict,
+    example_settings,
+    out_dirs: list[str | Path],
+) -> dict[str, dict]:
+    """Every baseline in ``names`` on the scenario's test rows (the LLM variants' rows, so
+    the comparison is paired), each written to its folder of ``out_dirs``; returns their
+    metrics. They learn from what the adapters may train on (baseline_training_data), with
+    the cold items as the examples stage drew them (molorec.data.examples.cold_items)."""
+    from molorec.data.examples import cold_items
+
+    # evaluated_rows reads the rows' keys only: the baselines never see a prompt.
+    instructions = examples.select(*KEYS).with_columns(messages=pl.lit(None))
+    rows = evaluated_rows(examples, instructions, "test", scenario, s)
+    items = catalog["item"].to_list()
+    cold = {i for i, c in zip(items, cold_items(items, example_settings), strict=True) if c}
+    data = baseline_training_data(examples, interactions, catalog, cold)
+    facts = adaptation_facts(rows, s)
+    return {
+        name: write_evaluation(
+            predict_baseline(name, rows, data, s["seed"]), out, s["seed"], s["bootstrap"], facts
+        )
+        for name, out in zip(names, out_dirs, strict=True)
+    }
+
+
 def predict_llm(
     model,
     tokenizer,

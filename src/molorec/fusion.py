@@ -666,6 +666,10 @@ class _Adaptation:
 
 
 DRAFT_BATCH = 8  # prompts per batched draft generation
+# Tokens guessed per forward pass past a disagreement, copied from where the answer's last
+# two tokens occur earlier in prompt + answer (HF prompt lookup decoding): an answer repeats
+# candidate titles from its prompt, so a pass usually accepts a title's remaining tokens.
+LOOKUP_TOKENS = 20
 
 
 def draft_answers(
@@ -722,7 +726,12 @@ def greedy_continuation(
     mixture: Mixture, ids: list[int], prefix: list[int], max_new_tokens: int, stop: set[int]
 ) -> list[int]:
     """The greedy answer tokens after prompt + prefix (with the KV cache, no gradient),
-    up to and including a stop token, for an answer of at most max_new_tokens in all."""
+    up to and including a stop token, for an answer of at most max_new_tokens in all.
+
+    Guesses copied from the prompt are checked by one forward pass each and kept up to
+    the first token the model would not choose (LOOKUP_TOKENS): the greedy answer, up to
+    float rounding (a pass over several tokens rounds otherwise than one token at a time),
+    at a fraction of the passes."""
     room = max_new_tokens - len(prefix)
     if room <= 0 or (prefix and prefix[-1] in stop):
         return []
@@ -736,6 +745,7 @@ def greedy_continuation(
             do_sample=False,
             eos_token_id=sorted(stop),
             pad_token_id=sorted(stop)[0],
+            prompt_lookup_num_tokens=LOOKUP_TOKENS or None,  # 0: token by token
         )
     new = out[0, seq.shape[1] :].tolist()
     end = next((j + 1 for j, t in enumerate(new) if t in stop), len(new))
