@@ -155,6 +155,20 @@ def test_a_batch_of_examples_ranks_as_each_on_its_own(tiny, tokenizer):
         torch.testing.assert_close(mean, scores / torch.tensor([len(c) for c in example_cands]))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_log_normaliser_is_torchs_logsumexp_whatever_the_chunks(dtype, monkeypatch):
+    """Chunks of 2 rows over 15 (a short last chunk), and one chunk of them all."""
+    import molorec.predict as predict
+
+    logits = (torch.randn(3, 5, 1000, generator=torch.Generator().manual_seed(0)) * 4).to(dtype)
+    expected = logits.float().logsumexp(-1)
+    for chunk in (2000, 10**6):
+        monkeypatch.setattr(predict, "LOGSUMEXP_CHUNK", chunk)
+        got = predict.log_normaliser(logits)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
 def test_rank_in_bf16_follows_fp32(tiny, tokenizer):
     """model.precision bf16 (weights and cache in bf16): the scores stay float32 and close
     to the float32 model's; bf16 keeps about 3 significant digits of each logit."""

@@ -665,9 +665,8 @@ class _Adaptation:
         return self.trajectory
 
 
-DRAFT_BATCH = 8  # prompts per batched draft generation
-# Tokens guessed per forward pass past a disagreement, copied from where the answer's last
-# two tokens occur earlier in prompt + answer (HF prompt lookup decoding): an answer repeats
+# Tokens guessed per forward pass of decoding, copied from where the answer's last two
+# tokens occur earlier in prompt + answer (HF prompt lookup decoding): an answer repeats
 # candidate titles from its prompt, so a pass usually accepts a title's remaining tokens.
 LOOKUP_TOKENS = 20
 
@@ -675,13 +674,16 @@ LOOKUP_TOKENS = 20
 def draft_answers(
     mixture: Mixture, tokenizer, prompts: list[list[dict]], max_new_tokens: int
 ) -> list[list[int]]:
-    """Greedy answers at the current weights, DRAFT_BATCH prompts per (left-padded)
-    generation: guesses for ``greedy_from_draft`` to check, never used unchecked."""
-    drafts = []
-    for lo in range(0, len(prompts), DRAFT_BATCH):
-        batch = prompts[lo : lo + DRAFT_BATCH]
-        drafts += greedy_answers(mixture, tokenizer, batch, 0, max_new_tokens, set()).answers
-    return drafts
+    """Greedy answers at the current weights (greedy_continuation, one prompt at a time:
+    on the sample 1.2x faster than a left-padded batch of 6 warm prompts, 1.9x than one of
+    3 cold ones): guesses for ``greedy_from_draft`` to check, never used unchecked."""
+    from molorec.predict import prompt_ids
+
+    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    return [
+        greedy_continuation(mixture, prompt_ids(tokenizer, p), [], max_new_tokens, stop)
+        for p in prompts
+    ]
 
 
 def greedy_from_draft(
