@@ -220,3 +220,22 @@ def test_a_qwen2_gguf_file_builds_the_same_model(tiny, tmp_path):
     x = torch.tensor([ids])
     with torch.no_grad():
         assert torch.equal(built(x).logits, source(x).logits)
+
+
+def test_a_gguf_file_is_parsed_once_inside_the_build_and_the_package_restored(tiny, tmp_path):
+    """gguf_read_once: the tokenizer, config and weights loads share one parse of the file
+    (and one tensor-name map); outside the block gguf's own functions are back."""
+    import gguf
+    from gguf_file import write_gguf
+
+    from molorec.model import gguf_read_once
+
+    path = write_gguf(tiny, tmp_path / "Tiny-Qwen2.F32.gguf")
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with gguf_read_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first
+        arch = gguf.MODEL_ARCH.QWEN2
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
+    assert gguf.GGUFReader(path) is not first

@@ -14,6 +14,8 @@ Every base model the rules build becomes a standard HF folder under ``results/mo
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -174,6 +176,32 @@ def fetch_embedded_gguf(name: str, dest: str | Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def gguf_read_once():
+    """Inside the block, each GGUF file's metadata is parsed once and gguf's tensor-name
+    map built once per architecture. transformers parses the file three times (tokenizer,
+    config, weights: about 11 s each for SmolLM2's 49k-token vocabulary, in pure Python)
+    and rebuilds the map for every one of its ~400 tensors (11 s in all). Both are pure
+    reads of the file, so their results are shared; the package's functions are restored
+    on exit."""
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    parsed = {}
+
+    def read_once(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in parsed:
+            parsed[key] = reader(path, mode)
+        return parsed[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
 def convert_gguf(gguf: str | Path, out_dir: str | Path) -> Path:
     """A GGUF model file as a standard HF folder: float32 safetensors, tokenizer, chat
     template, generation config. transformers dequantises the file; the model is then
@@ -185,12 +213,13 @@ def convert_gguf(gguf: str | Path, out_dir: str | Path) -> Path:
     gguf = Path(gguf)
     if not gguf.is_file():
         raise FileNotFoundError(f"model.base: GGUF file not found: {gguf}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if tokenizer.chat_template is None:
-        raise ValueError(f"model.base {gguf}: the GGUF file carries no chat template")
-    loaded = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    with gguf_read_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if tokenizer.chat_template is None:
+            raise ValueError(f"model.base {gguf}: the GGUF file carries no chat template")
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
