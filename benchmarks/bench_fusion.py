@@ -7,14 +7,14 @@ and backward without cache for every scored token. Same tiny model (real Qwen vo
 same two adapters, same prompts (the bundled sample's Beauty test prompts), k = 5, answers
 of 5 titles; the gradients are compared too.
 
-Then the pooled schedule (``fusion.adapt``, a step per --tokens-per-step scored tokens as the
-sample's config), four ways, alternating, in the same process: answers drafted in batches
-and checked by one forward pass (``greedy_from_draft``), decoded past a disagreement with
-guesses copied from the prompt (``LOOKUP_TOKENS``, the default); the same, decoded token
-by token with the KV cache past a disagreement; every answer decoded token by token (the
-way before drafts); drafts and lookup with decoding through merged weights
-(``merge_for_decoding``). Seconds per adapted prompt (drafting included), the median
-ratio to token by token, and whether the trajectories agree. With
+Then the pooled schedule (``fusion.adapt``, a step per --tokens-per-step scored tokens as
+the sample's config), four ways, alternating, in the same process: answers drafted at the
+starting weights and checked by one forward pass (``greedy_from_draft``), decoded past a
+disagreement with guesses copied from the prompt (``LOOKUP_TOKENS``, the default); the
+same, decoded token by token with the KV cache past a disagreement; every answer decoded
+token by token (the way before drafts); drafts and lookup with decoding through merged
+weights (``merge_for_decoding``). Seconds per adapted prompt (drafting included), the
+median ratio to token by token, and whether the trajectories agree. With
 --model smollm2-135m --adapters GENERAL DOMAIN it runs on a pipeline's own adapters.
 
     python benchmarks/bench_fusion.py [--prompts 4] [--k 5] [--model tiny-qwen2]

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from molorec.predict import prompt_ids, stop_ids
+
 log = logging.getLogger("molorec.fusion")
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -382,13 +384,13 @@ def greedy_answers(
     enc = tokenizer.apply_chat_template(
         prompts, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
     ).to(model.device)
-    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    stop = stop_ids(tokenizer)
     with torch.no_grad():
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=sorted(stop - {None}),
+            eos_token_id=sorted(stop),
             pad_token_id=tokenizer.pad_token_id,
         )
     width = enc["input_ids"].shape[1]
@@ -513,7 +515,7 @@ class _Adaptation:
         self.start = self.theta.detach().clone()
         self.optimizer = torch.optim.Adam([self.theta], lr=s.lr)
         self.separators = separator_ids(tokenizer)
-        self.stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+        self.stop = stop_ids(tokenizer)
         self.trajectory: list[dict] = []
         self.optimizer_steps = 0
         # pooled schedule: answer tokens taken from a checked draft, and decoded one by one
@@ -597,13 +599,11 @@ class _Adaptation:
         gradients of batches after the last step) is never applied, as in the original; the
         trajectory's last row says so (stepped 0).
 
-        Answers are drafted first, all prompts' in a few batched generations at the starting
-        weights (``drafts``, shared by every lr of a grid), and each draft is then checked
+        Answers are drafted first, every prompt's at the starting weights (``drafts``, from
+        draft_answers, shared by every lr of a grid), and each draft is then checked
         under the weights of the moment (``greedy_from_draft``): one forward pass instead of
         a token-by-token decode wherever the weights have not changed the greedy answer."""
         from tqdm import tqdm
-
-        from molorec.predict import prompt_ids
 
         s = self.s
         size, accumulation = s.tokens_per_backward, s.accumulation
@@ -677,9 +677,7 @@ def draft_answers(
     """Greedy answers at the current weights (greedy_continuation, one prompt at a time:
     on the sample 1.2x faster than a left-padded batch of 6 warm prompts, 1.9x than one of
     3 cold ones): guesses for ``greedy_from_draft`` to check, never used unchecked."""
-    from molorec.predict import prompt_ids
-
-    stop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    stop = stop_ids(tokenizer)
     return [
         greedy_continuation(mixture, prompt_ids(tokenizer, p), [], max_new_tokens, stop)
         for p in prompts

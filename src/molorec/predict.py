@@ -72,12 +72,17 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     )["input_ids"]
 
 
+def stop_ids(tokenizer) -> set[int]:
+    """The tokens that end an answer: the tokenizer's end of sequence and its padding."""
+    return {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+
+
 def generate_texts(
     model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8
 ) -> list[str]:
     """Greedy answers for a list of prompts (system + user turns)."""
     tokenizer.padding_side = "left"
-    stop = sorted({tokenizer.eos_token_id, tokenizer.pad_token_id} - {None})
+    stop = sorted(stop_ids(tokenizer))
     texts = []
     for lo in range(0, len(prompts), batch_size):
         enc = tokenizer.apply_chat_template(

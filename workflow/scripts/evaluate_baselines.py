@@ -1,6 +1,8 @@
 """Rule evaluate_baselines: every configured non-LLM baseline on one scenario's test
 examples, in one job (the training data they learn from is built once)."""
 
+from pathlib import Path
+
 import polars as pl
 
 from molorec.data.examples import ExampleSettings
@@ -17,7 +19,7 @@ with log_to(snakemake.log[0]) as log:
         snakemake.wildcards.scenario,
         snakemake.params.settings,
         ExampleSettings(**snakemake.params.example_settings),
-        [str(snakemake.output.metrics[i]).rsplit("/", 1)[0] for i in range(len(names))],
+        [Path(path).parent for path in snakemake.output.metrics],
     )
     for name, m in metrics.items():
         log.info("%s, %d examples: %s", name, m["n"], {k: m[k] for k in ("HR@1", "NDCG@3")})
