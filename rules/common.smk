@@ -15,6 +15,21 @@ from molorec.config import (
     train_settings,
 )
 from molorec.model import TINY, built_here, is_gguf, resolve_base
+from molorec.plan import (
+    SCENARIOS,
+    SELECTED,
+    SPLITS,
+    adapter_dir,
+    eval_dir,
+    fusion_dir,
+    lr_label,
+    lr_variants,
+    report_variants,
+    run_variants,
+    uniform_dir,
+    variant_adapter,
+    variant_dir,
+)
 
 SCHEMA = "../workflow/schemas/config.schema.yaml"
 
@@ -38,6 +53,8 @@ TARGET_DOMAINS = domains_with_role(config, "target")
 
 wildcard_constraints:
     domain="|".join(DOMAINS),
+    scenario="|".join(SCENARIOS),
+    split="|".join(SPLITS),
 
 
 def domain_spec(wildcards):
@@ -130,10 +147,9 @@ def gguf_input(wildcards):
 
 # The general adapter: trained here from the general domains, or built elsewhere and shared.
 SHARED_GENERAL = config.get("general_adapter")
-GENERAL_ADAPTER = SHARED_GENERAL or "results/adapters/general"
+GENERAL_ADAPTER = SHARED_GENERAL or adapter_dir("general")
 TRAIN_GENERAL = bool(GENERAL_DOMAINS)
 HAS_GENERAL = TRAIN_GENERAL or bool(SHARED_GENERAL)
-SCENARIOS = ["warm", "cold"]
 
 
 def stage_resource(stage, name):
@@ -147,11 +163,6 @@ def stage_resources(stage):
     resources = {"gpu": 0} | config["resources"][stage]
     resources.pop("threads", None)
     return resources
-
-
-def lr_label(lr):
-    """A learning rate as it appears in paths: 0.5 -> 0.5, 1.0 -> 1, 1e-05 -> 1e-05."""
-    return f"{lr:g}"
 
 
 def fusion_settings(wildcards):
@@ -180,30 +191,11 @@ def fusion_settings(wildcards):
     } | {key: fusion[key] for key in keys}
 
 
-GROUP_FUSION = config["fusion"]["group_lrs"]
-
-
-def fusion_dirs(domain, scenario):
-    return [
-        f"results/fusion/{domain}/{scenario}/lr{lr_label(lr)}"
-        for lr in config["fusion"]["lr_grid"][scenario]
-    ]
-
-
-def fusion_lr_dirs(domain, scenario):
-    """[lr, output folder] of every lr of a scenario's grid."""
-    lrs = config["fusion"]["lr_grid"][scenario]
-    return [[lr, d] for lr, d in zip(lrs, fusion_dirs(domain, scenario), strict=True)]
-
-
-def fusion_outputs():
-    outputs = []
-    for domain in TARGET_DOMAINS:
-        outputs.append(f"results/fusion/{domain}/uniform")
-        for scenario in SCENARIOS:
-            for lr in config["fusion"]["lr_grid"][scenario]:
-                outputs.append(f"results/fusion/{domain}/{scenario}/lr{lr_label(lr)}")
-    return outputs
+def fused_lrs(wildcards):
+    """[lr, folder] of every lr of one fusion job's grid."""
+    lrs = config["fusion"]["lr_grid"][wildcards.scenario]
+    folders = lr_variants(config, wildcards.scenario)
+    return [[lr, folder] for lr, folder in zip(lrs, folders, strict=True)]
 
 
 def launcher(wildcards, resources):
@@ -213,14 +205,10 @@ def launcher(wildcards, resources):
     return "python"
 
 
-VARIANTS = ["base", "general", "domain", "uniform", "molorec"]
-
-
 def eval_settings(wildcards):
-    """What an evaluation computes; not group_variants, which only shapes the jobs. The
-    fusion settings that choose the adapted prompts come along: metrics.json states the
-    overlap with them, and evaluate.exclude_adapted removes it."""
-    evaluate = {k: v for k, v in config["evaluate"].items() if k != "group_variants"}
+    """What an evaluation computes. The fusion settings that choose the adapted prompts
+    come along: metrics.json states the overlap with them, and evaluate.exclude_adapted
+    removes it."""
     fusion = config["fusion"]
     return {
         "seed": config["seed"],
@@ -228,7 +216,7 @@ def eval_settings(wildcards):
         "adaptation": {
             k: fusion[k] for k in ("n_prompts", "adapt_on", "prompt_choice")
         },
-    } | evaluate
+    } | config["evaluate"]
 
 
 # evaluate.order_check: every LLM variant evaluated a second time with the candidates
@@ -247,116 +235,106 @@ def order_check_outputs(folder):
     }
 
 
-# The LLM variants with a fixed adapter (or none), evaluated on test; the fused adapter of
-# every lr of a scenario is evaluated on the selection set (val) and test besides.
-FIXED_VARIANTS = ["base", "general", "domain", "uniform"]
-GROUP_EVAL = config["evaluate"]["group_variants"]
+# The selected fused adapter's folder, {domain} and {scenario} left open.
+SELECTED_DIR = variant_dir("{domain}", "{scenario}", SELECTED)
 
 
-def scenario_variants(scenario, split):
-    lrs = [f"lr{lr_label(lr)}" for lr in config["fusion"]["lr_grid"][scenario]]
-    return (FIXED_VARIANTS if split == "test" else []) + lrs
-
-
-def eval_folder(domain, scenario, split, variant):
+def run_adapter(domain, scenario, variant):
+    """The input an LLM variant's adapter comes from: a fused lr is a folder inside its
+    fusion job's output, so the job's output is the input."""
     if variant.startswith("lr"):
-        return f"results/eval/{domain}/{scenario}/{variant}/{split}"
-    return f"results/eval/{domain}/{scenario}/{variant}"
+        return fusion_dir(domain, scenario)
+    return variant_adapter(domain, scenario, variant, GENERAL_ADAPTER)
 
 
-def variant_adapter(domain, scenario, variant):
-    """The adapter folder a variant evaluates with; None for the base model."""
-    if variant == "general":
-        return GENERAL_ADAPTER
-    if variant == "domain":
-        return f"results/adapters/{domain}"
-    if variant == "uniform":
-        return f"results/fusion/{domain}/uniform"
-    if variant.startswith("lr"):
-        return f"results/fusion/{domain}/{scenario}/{variant}"
-    return None
-
-
-def eval_jobs(domain, scenario, split, variants):
-    """[variant, adapter or None, output folder] of every variant one job evaluates."""
-    return [
-        [
-            v,
-            variant_adapter(domain, scenario, v),
-            eval_folder(domain, scenario, split, v),
-        ]
-        for v in variants
-    ]
-
-
-def eval_inputs(domain, scenario, split, variants):
-    """Examples, prompts and titles of the domain, the base model and the variants' adapters."""
-    data = f"results/data/{domain}"
-    adapters = [variant_adapter(domain, scenario, v) for v in variants]
+def eval_inputs(wildcards):
+    """Examples, prompts and titles of the domain, the base model and the adapters of the
+    variants one evaluation job runs."""
+    d, sc, sp = wildcards.domain, wildcards.scenario, wildcards.split
+    data = f"results/data/{d}"
+    adapters = [run_adapter(d, sc, v) for v in run_variants(config, sc, sp)]
     return {
         "examples": f"{data}/examples.parquet",
         "instructions": f"{data}/instructions.parquet",
         "catalog": f"{data}/items.parquet",
         "base": base_model_input(None),
-        "adapters": [a for a in adapters if a is not None],
+        "adapters": list(dict.fromkeys(a for a in adapters if a is not None)),
     }
 
 
-def eval_outputs_of(scenario, split):
-    """The output files of one scenario's grouped evaluation job, {domain} left open."""
-    names = ["predictions.parquet", "metrics.json"]
-    names += list(ORDER_CHECK_FILES.values()) if ORDER_CHECK else []
+def eval_jobs(wildcards):
+    """[variant, adapter folder or None, output folder] of every variant of one job."""
+    d, sc, sp = wildcards.domain, wildcards.scenario, wildcards.split
     return [
-        f"{eval_folder('{domain}', scenario, split, v)}/{name}"
-        for v in scenario_variants(scenario, split)
-        for name in names
+        [v, variant_adapter(d, sc, v, GENERAL_ADAPTER), variant_dir(d, sc, v, sp)]
+        for v in run_variants(config, sc, sp)
     ]
 
 
-def lr_outputs(wildcards, split, name):
+def baseline_outputs(name):
+    """One output file of every configured baseline, {domain} and {scenario} left open."""
     return [
-        f"results/eval/{wildcards.domain}/{wildcards.scenario}/lr{lr_label(lr)}/{split}/{name}"
-        for lr in config["fusion"]["lr_grid"][wildcards.scenario]
+        f"{variant_dir('{domain}', '{scenario}', b)}/{name}"
+        for b in config["evaluate"]["baselines"]
     ]
 
 
 def select_inputs(wildcards):
-    """The fused lrs' metrics (selection set and test) and test predictions, and their
-    order checks when evaluate.order_check is on."""
-    inputs = {
-        "val": lr_outputs(wildcards, "val", "metrics.json"),
-        "test": lr_outputs(wildcards, "test", "metrics.json"),
-        "predictions": lr_outputs(wildcards, "test", "predictions.parquet"),
-    }
-    if ORDER_CHECK:
-        for key, name in ORDER_CHECK_FILES.items():
-            inputs[key] = lr_outputs(wildcards, "test", name)
-    return inputs
+    """The selection set's and test's evaluation folders of the scenario's fused lrs."""
+    d, sc = wildcards.domain, wildcards.scenario
+    return {split: eval_dir(d, sc, split) for split in SPLITS}
 
 
-def eval_outputs():
-    variants = VARIANTS + config["evaluate"]["baselines"]
-    outputs = expand(
-        "results/eval/{domain}/{scenario}/{variant}/metrics.json",
-        domain=TARGET_DOMAINS,
-        scenario=SCENARIOS,
-        variant=variants,
-    )
-    if ORDER_CHECK:  # the LLM variants' only: a baseline does not read the prompt
-        outputs += expand(
-            "results/eval/{domain}/{scenario}/{variant}/order_check/metrics.json",
-            domain=TARGET_DOMAINS,
-            scenario=SCENARIOS,
-            variant=VARIANTS,
-        )
-        # The selection set's too: an output no target asks for never triggers its job.
-        outputs += [
-            f"results/eval/{domain}/{scenario}/lr{lr_label(lr)}/val/order_check/metrics.json"
-            for domain in TARGET_DOMAINS
-            for scenario in SCENARIOS
-            for lr in config["fusion"]["lr_grid"][scenario]
-        ]
+def evaluations():
+    """Every evaluation output: the LLM jobs' folders, the selections, the baselines."""
+    outputs = []
+    for d in TARGET_DOMAINS:
+        for sc in SCENARIOS:
+            outputs += [eval_dir(d, sc, sp) for sp in SPLITS]
+            outputs.append(f"{variant_dir(d, sc, SELECTED)}/selection.json")
+            outputs += [
+                f"{variant_dir(d, sc, b)}/{name}"
+                for b in config["evaluate"]["baselines"]
+                for name in ("predictions.parquet", "metrics.json")
+            ]
     return outputs
+
+
+def fusions():
+    return [
+        path
+        for d in TARGET_DOMAINS
+        for path in [uniform_dir(d)] + [fusion_dir(d, sc) for sc in SCENARIOS]
+    ]
+
+
+def benchmarks():
+    """The benchmark file of every job that has one: the report's cost table."""
+    files = expand(rules.ingest_domain.benchmark, domain=DOMAINS)
+    files += expand(rules.build_examples.benchmark, domain=DOMAINS)
+    files += expand(rules.build_instructions.benchmark, domain=DOMAINS)
+    if TRAIN_GENERAL:
+        files += [rules.pool_general_instructions.benchmark]
+        files += [rules.train_general_adapter.benchmark]
+    files += expand(rules.train_domain_adapter.benchmark, domain=TARGET_DOMAINS)
+    pairs = {"domain": TARGET_DOMAINS, "scenario": SCENARIOS}
+    files += expand(rules.fuse_adapters.benchmark, **pairs)
+    files += expand(rules.evaluate_llm.benchmark, split=SPLITS, **pairs)
+    if config["evaluate"]["baselines"]:
+        files += expand(rules.evaluate_baselines.benchmark, **pairs)
+    return files
+
+
+def report_inputs(wildcards):
+    """Every file the report reads."""
+    adapters = (["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS
+    return {
+        "evaluations": evaluations(),
+        "fusions": fusions(),
+        "adapters": [adapter_dir(a) for a in adapters],
+        "quality": expand("results/data/{domain}/quality.json", domain=TARGET_DOMAINS),
+        "benchmarks": benchmarks(),
+    }
 
 
 def all_outputs():
@@ -364,9 +342,9 @@ def all_outputs():
     if TRAIN_GENERAL:
         outputs.append("results/data/general/instructions.parquet")
         outputs.append(GENERAL_ADAPTER)
-    outputs += expand("results/adapters/{domain}", domain=TARGET_DOMAINS)
+    outputs += [adapter_dir(d) for d in TARGET_DOMAINS]
     if HAS_GENERAL:
-        outputs += fusion_outputs()
-        outputs += eval_outputs()
+        outputs += fusions()
+        outputs += evaluations()
         outputs.append("results/report/summary.md")
     return outputs

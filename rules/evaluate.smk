@@ -1,126 +1,45 @@
 # Evaluation stage: every variant on the same candidates, selection on validation, report.
 
 
-if GROUP_EVAL:
-    # One job, and one load of the base model, per (domain, scenario, split): every LLM
-    # variant of it in turn (README: Evaluation jobs).
-    for _scenario in SCENARIOS:
-        for _split in ("test", "val"):
-
-            rule:
-                name:
-                    f"evaluate_{_scenario}_{_split}"
-                input:
-                    unpack(
-                        lambda w, sc=_scenario, sp=_split: eval_inputs(
-                            w.domain, sc, sp, scenario_variants(sc, sp)
-                        )
-                    ),
-                output:
-                    eval_outputs_of(_scenario, _split),
-                log:
-                    f"logs/eval/{{domain}}/{_scenario}/{_split}.log",
-                benchmark:
-                    f"results/benchmarks/eval/{{domain}}/{_scenario}/{_split}.tsv"
-                wildcard_constraints:
-                    domain="|".join(TARGET_DOMAINS) or "^$",
-                conda:
-                    "../envs/molorec.yaml"
-                threads: stage_resource("evaluate", "threads")
-                resources:
-                    **stage_resources("evaluate"),
-                params:
-                    base=BASE_MODEL,
-                    scenario=_scenario,
-                    split=_split,
-                    settings=eval_settings,
-                    prompt=instruction_params,
-                    jobs=lambda w, sc=_scenario, sp=_split: eval_jobs(
-                        w.domain, sc, sp, scenario_variants(sc, sp)
-                    ),
-                script:
-                    "../workflow/scripts/evaluate_llm.py"
-
-else:
-    # One job per variant: more jobs to spread over GPUs, one model load each.
-
-    rule evaluate_llm:
-        input:
-            unpack(lambda w: eval_inputs(w.domain, w.scenario, "test", [w.variant])),
-        output:
-            **order_check_outputs("results/eval/{domain}/{scenario}/{variant}"),
-            predictions="results/eval/{domain}/{scenario}/{variant}/predictions.parquet",
-            metrics="results/eval/{domain}/{scenario}/{variant}/metrics.json",
-        log:
-            "logs/eval/{domain}/{scenario}/{variant}.log",
-        benchmark:
-            "results/benchmarks/eval/{domain}/{scenario}/{variant}.tsv"
-        wildcard_constraints:
-            domain="|".join(TARGET_DOMAINS) or "^$",
-            scenario="warm|cold",
-            variant="base|general|domain|uniform",
-        conda:
-            "../envs/molorec.yaml"
-        threads: stage_resource("evaluate", "threads")
-        resources:
-            **stage_resources("evaluate"),
-        params:
-            base=BASE_MODEL,
-            scenario=lambda w: w.scenario,
-            split="test",
-            settings=eval_settings,
-            prompt=instruction_params,
-            jobs=lambda w: eval_jobs(w.domain, w.scenario, "test", [w.variant]),
-        script:
-            "../workflow/scripts/evaluate_llm.py"
-
-    rule evaluate_fused:
-        input:
-            unpack(lambda w: eval_inputs(w.domain, w.scenario, w.split, [f"lr{w.lr}"])),
-        output:
-            # The order check on both splits, as in the grouped jobs (an output cannot depend
-            # on a wildcard's value): the selection set's costs a second pass too.
-            **order_check_outputs("results/eval/{domain}/{scenario}/lr{lr}/{split}"),
-            predictions="results/eval/{domain}/{scenario}/lr{lr}/{split}/predictions.parquet",
-            metrics="results/eval/{domain}/{scenario}/lr{lr}/{split}/metrics.json",
-        log:
-            "logs/eval/{domain}/{scenario}/lr{lr}/{split}.log",
-        benchmark:
-            "results/benchmarks/eval/{domain}/{scenario}/lr{lr}/{split}.tsv"
-        wildcard_constraints:
-            domain="|".join(TARGET_DOMAINS) or "^$",
-            scenario="warm|cold",
-            lr="[0-9.e+-]+",
-            split="val|test",
-        conda:
-            "../envs/molorec.yaml"
-        threads: stage_resource("evaluate", "threads")
-        resources:
-            **stage_resources("evaluate"),
-        params:
-            base=BASE_MODEL,
-            scenario=lambda w: w.scenario,
-            split=lambda w: w.split,
-            settings=eval_settings,
-            prompt=instruction_params,
-            jobs=lambda w: eval_jobs(w.domain, w.scenario, w.split, [f"lr{w.lr}"]),
-        script:
-            "../workflow/scripts/evaluate_llm.py"
+# One job, and one load of the base model, per (domain, scenario, split): every LLM
+# variant of it in turn (molorec.plan.run_variants), each in its own folder.
+rule evaluate_llm:
+    input:
+        unpack(eval_inputs),
+    output:
+        directory(eval_dir("{domain}", "{scenario}", "{split}")),
+    log:
+        "logs/eval/{domain}/{scenario}/{split}.log",
+    benchmark:
+        "results/benchmarks/eval/{domain}/{scenario}/{split}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+    conda:
+        "../envs/molorec.yaml"
+    threads: stage_resource("evaluate", "threads")
+    resources:
+        **stage_resources("evaluate"),
+    params:
+        base=BASE_MODEL,
+        settings=eval_settings,
+        prompt=instruction_params,
+        jobs=eval_jobs,
+    script:
+        "../workflow/scripts/evaluate_llm.py"
 
 
 rule select_molorec:
     input:
         unpack(select_inputs),
     output:
-        **order_check_outputs("results/eval/{domain}/{scenario}/molorec"),
-        predictions="results/eval/{domain}/{scenario}/molorec/predictions.parquet",
-        metrics="results/eval/{domain}/{scenario}/molorec/metrics.json",
-        selection="results/eval/{domain}/{scenario}/molorec/selection.json",
+        **order_check_outputs(SELECTED_DIR),
+        predictions=f"{SELECTED_DIR}/predictions.parquet",
+        metrics=f"{SELECTED_DIR}/metrics.json",
+        selection=f"{SELECTED_DIR}/selection.json",
     log:
         "logs/eval/{domain}/{scenario}/molorec.log",
     wildcard_constraints:
         domain="|".join(TARGET_DOMAINS) or "^$",
-        scenario="warm|cold",
     conda:
         "../envs/molorec.yaml"
     threads: 1
@@ -144,14 +63,8 @@ if config["evaluate"]["baselines"]:
             interactions="results/data/{domain}/interactions.parquet",
             catalog="results/data/{domain}/items.parquet",
         output:
-            predictions=expand(
-                "results/eval/{{domain}}/{{scenario}}/{baseline}/predictions.parquet",
-                baseline=config["evaluate"]["baselines"],
-            ),
-            metrics=expand(
-                "results/eval/{{domain}}/{{scenario}}/{baseline}/metrics.json",
-                baseline=config["evaluate"]["baselines"],
-            ),
+            predictions=baseline_outputs("predictions.parquet"),
+            metrics=baseline_outputs("metrics.json"),
         log:
             "logs/eval/{domain}/{scenario}/baselines.log",
         benchmark:
@@ -175,12 +88,7 @@ if config["evaluate"]["baselines"]:
 
 rule report:
     input:
-        metrics=eval_outputs(),
-        selections=expand(
-            "results/eval/{domain}/{scenario}/molorec/selection.json",
-            domain=TARGET_DOMAINS,
-            scenario=SCENARIOS,
-        ),
+        unpack(report_inputs),
     output:
         metrics=report(
             "results/report/metrics.csv",
@@ -216,7 +124,7 @@ rule report:
     params:
         domains=TARGET_DOMAINS,
         scenarios=SCENARIOS,
-        variants=VARIANTS + config["evaluate"]["baselines"],
+        variants=report_variants(config),
         adapters=(["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS,
         seed=config["seed"],
         bootstrap=config["evaluate"]["bootstrap"],

@@ -22,9 +22,9 @@ from molorec.config import check_config, example_settings
 from molorec.data.examples import cold_items
 
 # One job per (domain, scenario) for fusion and per (domain, scenario, split) for the LLM
-# evaluations (fusion.group_lrs, evaluate.group_variants: the default).
-FUSION_RULES = {"fuse_warm", "fuse_cold"}
-LLM_EVAL_RULES = {f"evaluate_{sc}_{sp}" for sc in ("warm", "cold") for sp in ("test", "val")}
+# evaluations.
+FUSION_RULES = {"fuse_adapters"}
+LLM_EVAL_RULES = {"evaluate_llm"}
 
 
 def general_jobs(jobs, config) -> set[tuple[str, str]]:
@@ -153,7 +153,7 @@ def test_a_config_rewritten_by_a_program_plans_only_what_changed(one_target_run)
         ("report", ""),
         ("all", ""),
     }
-    assert {"ingest_domain", "train_domain_adapter", "evaluate_warm_test"} <= rules_of(
+    assert {"ingest_domain", "train_domain_adapter", "evaluate_llm"} <= rules_of(
         jobs, "beauty_copy"
     )
 
@@ -247,39 +247,15 @@ def test_a_general_adapter_built_elsewhere_replaces_training(one_target_run, tmp
     assert not rules_of(jobs) & {"pool_general_instructions", "train_general_adapter"}
     assert {w for rule, w in jobs if rule == "ingest_domain"} == {"domain=beauty"}
     # The warm scenario's variants that use the general adapter (the cold ones alike).
-    targets = [f"results/eval/beauty/warm/{v}/metrics.json" for v in ("general", "molorec")]
+    targets = ["results/eval/beauty/warm/test", "results/eval/beauty/warm/molorec/metrics.json"]
     proc = run_workflow(run, config, *targets)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert not (run / "results/adapters/general").exists()
     # The same general adapter, so the same metrics as the run that trained it.
     produced = tree_bytes(run / "results")
-    assert {f"eval/beauty/warm/{v}/metrics.json" for v in ("general", "molorec")} <= set(produced)
+    wanted = {f"eval/beauty/warm/{v}/metrics.json" for v in ("test/general", "molorec")}
+    assert wanted <= set(produced)
     assert produced == {k: metrics[k] for k in produced}
-
-
-def test_one_job_per_scenario_gives_the_files_of_one_job_per_variant(one_target_run, tmp_path):
-    """fusion.group_lrs and evaluate.group_variants (one model load per scenario, the
-    default) against one job per lr and per variant: the same files, byte for byte."""
-    workdir, config, _, _ = one_target_run
-    apart = copy.deepcopy(config)
-    apart["fusion"]["group_lrs"] = False
-    apart["evaluate"]["group_variants"] = False
-    jobs = planned_jobs(tmp_path, apart)
-    assert {"fuse_adapters", "evaluate_llm", "evaluate_fused"} <= rules_of(jobs)
-    assert not rules_of(jobs) & (FUSION_RULES | LLM_EVAL_RULES)
-    proc = run_workflow(tmp_path, apart)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    patterns = [
-        "eval/beauty/**/predictions.parquet",
-        "eval/beauty/**/metrics.json",
-        "eval/beauty/**/selection.json",
-        "fusion/beauty/**/fusion_weights.json",
-        "fusion/beauty/**/trajectory.csv",
-        "fusion/beauty/**/adapter_model.safetensors",
-    ]
-    grouped = tree_bytes(workdir / "results", patterns)
-    assert len(grouped) > 20
-    assert tree_bytes(tmp_path / "results", patterns) == grouped
 
 
 def test_a_new_warm_lr_reruns_the_warm_scenario_only(one_target_run):
@@ -288,9 +264,8 @@ def test_a_new_warm_lr_reruns_the_warm_scenario_only(one_target_run):
     changed["fusion"]["lr_grid"]["warm"] = [*changed["fusion"]["lr_grid"]["warm"], 0.5]
     jobs = planned_jobs(workdir, changed)
     assert {rule for rule, _ in jobs} == {
-        "fuse_warm",
-        "evaluate_warm_test",
-        "evaluate_warm_val",
+        "fuse_adapters",
+        "evaluate_llm",
         "select_molorec",
         "report",
         "all",

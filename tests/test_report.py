@@ -126,7 +126,7 @@ def test_paired_tests_adjust_over_every_domain_and_scenario(tmp_path):
     results = tmp_path / "results"
     for domain in ("beauty", "courses"):
         for scenario in ("warm", "cold"):
-            folder = results / "eval" / domain / scenario
+            folder = results / "eval" / domain / scenario / "test"
             write_predictions(folder / "domain", [True] * 6 + [False] * 14)
             write_predictions(folder / "base", [False] * 20)
     one = paired_tests(results, ["beauty"], ["warm"], ["domain", "base"], 0.05, "holm")

@@ -45,12 +45,13 @@ SPECIAL = {
 }
 PACKAGE = REPO / "src/molorec"
 # The code that passes settings on to the stages (some keys only shape the jobs there:
-# fusion.lr_grid, evaluate.group_variants); a statement here reads the keys of the sections it
+# fusion.lr_grid, fusion.n_prompts); a statement here reads the keys of the sections it
 # takes from the config (config["fusion"]).
 ROUTES = [
     *(REPO / "rules").glob("*.smk"),
     *(REPO / "workflow/scripts").glob("*.py"),
     PACKAGE / "config.py",
+    PACKAGE / "plan.py",
 ]
 # The modules that consume each section (globs under src/molorec). A key counts as read only
 # where its section is consumed: a short key (k, lr, seed) appears somewhere in almost any

@@ -16,6 +16,7 @@ from conftest import run_workflow, sample_config
 from PIL import Image
 
 from molorec.config import check_config
+from molorec.plan import eval_dir, variant_dir
 
 TARGETS = ["results/data/general/instructions.parquet"]
 
@@ -206,7 +207,7 @@ def test_every_variant_is_evaluated_on_the_same_examples(sample_run):
         for scenario in ("warm", "cold"):
             seen = None
             for variant in variants:
-                folder = workdir / "results/eval" / domain / scenario / variant
+                folder = workdir / variant_dir(domain, scenario, variant)
                 preds = pl.read_parquet(folder / "predictions.parquet")
                 assert preds.columns == [
                     "user",
@@ -231,14 +232,17 @@ def test_every_variant_is_evaluated_on_the_same_examples(sample_run):
             # The pipeline carries select_lr's choice through (its behaviour is
             # test_select_lr_chooses_on_the_selection_set_never_on_test): molorec is the chosen
             # lr's test evaluation, and every lr of the grid was a candidate.
-            folder = workdir / "results/eval" / domain / scenario
-            selection = json.loads((folder / "molorec/selection.json").read_text())
-            assert set(selection["val_scores"]) == {p.name[2:] for p in folder.glob("lr*")}
-            chosen = folder / f"lr{selection['selected_lr']}"
-            assert (folder / "molorec/predictions.parquet").read_bytes() == (
-                chosen / "test/predictions.parquet"
+            molorec = workdir / variant_dir(domain, scenario, "molorec")
+            selection = json.loads((molorec / "selection.json").read_text())
+            tested = workdir / eval_dir(domain, scenario, "test")
+            assert set(selection["val_scores"]) == {p.name[2:] for p in tested.glob("lr*")}
+            chosen = f"lr{selection['selected_lr']}"
+            assert (molorec / "predictions.parquet").read_bytes() == (
+                tested / chosen / "predictions.parquet"
             ).read_bytes()
-            val = json.loads((chosen / "val/metrics.json").read_text())
+            val = json.loads(
+                (workdir / eval_dir(domain, scenario, "val") / chosen / "metrics.json").read_text()
+            )
             assert selection["selection_examples"] == val["n"]
 
 

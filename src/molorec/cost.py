@@ -19,11 +19,19 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from molorec.plan import SCENARIOS, domains_with_role, gpu_jobs
+
 HERE = Path(__file__).parent / "models"
 THROUGHPUT = HERE / "throughput.yaml"
 SIZES = HERE / "domain_sizes.yaml"
-SCENARIOS = ("warm", "cold")
-FIXED_VARIANTS = 4  # base, general, domain, uniform
+# The stage of the table each GPU rule's work counts in; the uniform mixture only loads.
+STAGE_OF = {
+    "train_general_adapter": "train",
+    "train_domain_adapter": "train",
+    "fuse_adapters": "fusion",
+    "uniform_adapter": "fusion",
+    "evaluate_llm": "evaluate",
+}
 
 
 @dataclass
@@ -149,46 +157,42 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
             seen = min(seen, s["max_steps"] * batch)
         return seen * min(length, s["max_length"])
 
-    general = [d for d, r in roles.items() if r == "general"]
-    if general:
-        pooled = sum(counts[d]["train"] for d in general)
-        mean = sum(
-            counts[d]["train"] * (lengths[d].train_prompt + lengths[d].answer) for d in general
-        )
-        work["train"].train += epochs("general", pooled, mean / max(pooled, 1))
-        work["train"].loads += 1
-    group_lrs, group_variants = fusion["group_lrs"], evaluate["group_variants"]
     # evaluate.order_check: every LLM evaluation again with the candidates re-ordered
     orders = 1 if evaluate["order_check"] == "none" else 2
-    for d in (d for d, r in roles.items() if r == "target"):
+    for job in gpu_jobs(config):  # one base-model load each
+        d, sc = job.domain, job.scenario
+        stage = STAGE_OF[job.rule]
+        w = work[stage]
+        w.loads += 1
+        if job.rule == "train_general_adapter":
+            general = domains_with_role(config, "general")
+            pooled = sum(counts[g]["train"] for g in general)
+            mean = sum(
+                counts[g]["train"] * (lengths[g].train_prompt + lengths[g].answer) for g in general
+            )
+            w.train += epochs("general", pooled, mean / max(pooled, 1))
+            continue
         n, ln = counts[d], lengths[d]
-        work["train"].train += epochs("domain", n["train"], ln.train_prompt + ln.answer)
-        work["train"].loads += 1
-        answer = min(ln.answer, fusion["max_new_tokens"])
-        for sc in SCENARIOS:
-            lrs = len(fusion["lr_grid"][sc])
+        if job.rule == "train_domain_adapter":
+            w.train += epochs("domain", n["train"], ln.train_prompt + ln.answer)
+        elif job.rule == "fuse_adapters":
+            answer = min(ln.answer, fusion["max_new_tokens"])
             prompts = min(fusion["n_prompts"][sc], n[f"{fusion['adapt_on']}_{sc}"] or 0)
-            runs = lrs * fusion["steps"]
-            f = work["fusion"]
-            f.prefill += runs * prompts * ln.eval_prompt  # greedy answers: prompt, then decode
-            f.decode += runs * prompts * answer
-            f.train += runs * prompts * (ln.eval_prompt + answer)  # the scored pass, with grad
-            f.loads += 1 if group_lrs else lrs
-            for split in ("test", "val"):
-                rows = n[f"{split}_{sc}"]
-                if evaluate["max_examples"] > 0:
-                    rows = min(rows, evaluate["max_examples"])
-                variants = (FIXED_VARIANTS if split == "test" else 0) + lrs
-                e = work["evaluate"]
-                e.loads += 1 if group_variants else variants
-                if evaluate["backend"] == "rank":
-                    candidates = config["data"]["n_candidates"] * (ln.title + 1)
-                    e.prefill += orders * variants * rows * (ln.eval_prompt + candidates)
-                else:
-                    e.prefill += orders * variants * rows * ln.eval_prompt
-                    decoded = min(ln.answer, evaluate["max_new_tokens"])
-                    e.decode += orders * variants * rows * decoded
-        work["fusion"].loads += 1  # the uniform mixture
+            runs = len(job.variants) * fusion["steps"]
+            w.prefill += runs * prompts * ln.eval_prompt  # greedy answers: prompt, then decode
+            w.decode += runs * prompts * answer
+            w.train += runs * prompts * (ln.eval_prompt + answer)  # the scored pass, with grad
+        elif job.rule == "evaluate_llm":
+            rows = n[f"{job.split}_{sc}"]
+            if evaluate["max_examples"] > 0:
+                rows = min(rows, evaluate["max_examples"])
+            passes = orders * len(job.variants) * rows
+            if evaluate["backend"] == "rank":
+                candidates = config["data"]["n_candidates"] * (ln.title + 1)
+                w.prefill += passes * (ln.eval_prompt + candidates)
+            else:
+                w.prefill += passes * ln.eval_prompt
+                w.decode += passes * min(ln.answer, evaluate["max_new_tokens"])
     sources = {c["source"] for c in counts.values()}
     work["train"].notes = sorted(sources)
     return work

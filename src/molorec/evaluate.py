@@ -19,7 +19,7 @@ import polars as pl
 
 from molorec.baselines import BASELINES, rank
 from molorec.io.parquet import write_json, write_parquet
-from molorec.metrics import summarise, target_rank
+from molorec.metrics import HEADLINE, summarise, target_rank
 
 PREDICTION_SCHEMA = {
     "user": pl.String,
@@ -510,16 +510,13 @@ def write_order_check(
     )
 
 
-SELECTION_SCORE = ("HR@1", "HR@3", "NDCG@3")
-
-
 def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> dict:
     """The learning rate chosen on the selection set (held-out validation examples) by
     HR@1 + HR@3 + NDCG@3, never on test labels; the original's test-selected choice is
     reported beside it, labelled optimistic."""
 
     def score(m: dict) -> float:
-        return sum(m[k] for k in SELECTION_SCORE)
+        return sum(m[k] for k in HEADLINE)
 
     lrs = sorted(val_metrics, key=float)
     if all(val_metrics[lr]["n"] == 0 for lr in lrs):
@@ -528,15 +525,15 @@ def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> di
         chosen, criterion = lrs[0], "no selection examples: the grid's smallest lr"
     else:
         chosen = max(lrs, key=lambda lr: score(val_metrics[lr]))
-        criterion = "+".join(SELECTION_SCORE) + " on the selection set (held-out validation)"
+        criterion = "+".join(HEADLINE) + " on the selection set (held-out validation)"
     optimistic = max(sorted(test_metrics), key=lambda lr: score(test_metrics[lr]))
     return {
         "criterion": criterion,
         "selection_examples": val_metrics[chosen]["n"],
         "selected_lr": chosen,
         "optimistic_lr": optimistic,
-        "selected_test": {k: test_metrics[chosen][k] for k in SELECTION_SCORE},
-        "optimistic_test": {k: test_metrics[optimistic][k] for k in SELECTION_SCORE},
+        "selected_test": {k: test_metrics[chosen][k] for k in HEADLINE},
+        "optimistic_test": {k: test_metrics[optimistic][k] for k in HEADLINE},
         "optimism_gap": score(test_metrics[optimistic]) - score(test_metrics[chosen]),
         "val_scores": {lr: score(m) for lr, m in val_metrics.items()},
     }

@@ -14,6 +14,9 @@ import numpy as np
 
 CUTOFFS = (1, 3, 5)
 METRICS = tuple(f"{m}@{k}" for m in ("HR", "NDCG") for k in CUTOFFS) + ("MRR",)
+# The headline metrics: the selection of the fused lr sums them, the report tests and
+# tabulates them, the jobs log them.
+HEADLINE = ("HR@1", "HR@3", "NDCG@3")
 
 
 def target_rank(ranking: list, target) -> int | None:

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from molorec.metrics import (
+    HEADLINE,
     METRICS,
     adjust_pvalues,
     min_detectable_effect,
@@ -22,8 +23,7 @@ from molorec.metrics import (
     resamples_for,
     target_rank,
 )
-
-TESTED = ("HR@1", "HR@3", "NDCG@3")
+from molorec.plan import SELECTED, adapter_dir, fused_dir, fusion_dir, variant_dir
 
 
 def metrics_table(
@@ -35,7 +35,7 @@ def metrics_table(
     for domain in domains:
         for scenario in scenarios:
             for variant in variants:
-                folder = results / "eval" / domain / scenario / variant
+                folder = Path(variant_dir(domain, scenario, variant, root=results))
                 m = json.loads((folder / "metrics.json").read_text())
                 row = {
                     "domain": domain,
@@ -83,13 +83,12 @@ def comparisons(results: Path, domains, scenarios, variants, pairs=PAIRS) -> lis
     out = []
     for domain in domains:
         for scenario in scenarios:
-            folder = results / "eval" / domain / scenario
             for variant, other in pairs:
                 if variant not in variants or other not in variants:
                     continue
-                ours = _per_example(folder / variant / "predictions.parquet")
-                theirs = _per_example(folder / other / "predictions.parquet")
-                for metric in TESTED:
+                ours = _per_example(_variant(results, domain, scenario, variant))
+                theirs = _per_example(_variant(results, domain, scenario, other))
+                for metric in HEADLINE:
                     out.append(
                         {
                             "domain": domain,
@@ -217,10 +216,12 @@ def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl
     for domain in domains:
         for scenario in scenarios:
             selected = None
-            sel_file = results / "eval" / domain / scenario / "molorec" / "selection.json"
+            sel_file = (
+                Path(variant_dir(domain, scenario, SELECTED, root=results)) / "selection.json"
+            )
             if sel_file.exists():
                 selected = json.loads(sel_file.read_text())["selected_lr"]
-            for folder in sorted((results / "fusion" / domain / scenario).glob("lr*")):
+            for folder in _fused(results, domain, scenario):
                 weights = json.loads((folder / "fusion_weights.json").read_text())
                 general = [w[0] for w in weights.values()]
                 traj = pl.read_csv(folder / "trajectory.csv")
@@ -250,6 +251,15 @@ def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
+def _variant(results: Path, domain: str, scenario: str, variant: str) -> Path:
+    return Path(variant_dir(domain, scenario, variant, root=results)) / "predictions.parquet"
+
+
+def _fused(results: Path, domain: str, scenario: str) -> list[Path]:
+    """The fused settings' folders (lr<lr>/) of one fusion job, in lr order of the name."""
+    return sorted(Path(fusion_dir(domain, scenario, root=results)).glob("lr*"))
+
+
 def _per_example(path: Path) -> dict[str, np.ndarray]:
     preds = pl.read_parquet(path)
     return per_example(
@@ -257,29 +267,35 @@ def _per_example(path: Path) -> dict[str, np.ndarray]:
     )
 
 
-def stage_tokens(results: Path) -> dict[str, int]:
+def stage_tokens(results: Path, adapters, domains, scenarios) -> dict[str, int]:
     """Tokens processed: training (all input tokens) and fusion (scored answer tokens)."""
-    logs = [pl.read_csv(p) for p in (results / "adapters").glob("*/train_log.csv")]
+    logs = [pl.read_csv(Path(adapter_dir(a, root=results)) / "train_log.csv") for a in adapters]
     train = sum(int(log["tokens"].max() or 0) for log in logs if "tokens" in log.columns)
     fusion = sum(
-        int(pl.read_csv(p)["scored_tokens"].sum() or 0)
-        for p in (results / "fusion").glob("*/*/lr*/trajectory.csv")
-        if pl.read_csv(p).height
+        int(t["scored_tokens"].sum() or 0)
+        for d in domains
+        for sc in scenarios
+        for folder in _fused(results, d, sc)
+        if (t := pl.read_csv(folder / "trajectory.csv")).height
     )
     return {"train": train, "fusion": fusion}
 
 
-def cost_table(results: Path) -> pl.DataFrame:
-    """Wall seconds, peak memory and tokens per stage, from Snakemake's benchmark files."""
+def cost_table(
+    results: Path, benchmarks: list[Path], adapters=(), domains=(), scenarios=()
+) -> pl.DataFrame:
+    """Wall seconds, peak memory and tokens per stage, from Snakemake's benchmark files
+    (``benchmarks``, under results/benchmarks/<stage>/)."""
     rows = []
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+    root = results / "benchmarks"
+    for tsv in sorted(Path(b) for b in benchmarks):
         with open(tsv) as fh:
             rec = next(csv.DictReader(fh, delimiter="\t"))
-        stage = tsv.relative_to(results / "benchmarks").parts[0]
+        stage = tsv.relative_to(root).parts[0]
         rows.append(
             {
                 "stage": stage,
-                "job": str(tsv.relative_to(results / "benchmarks"))[:-4],
+                "job": str(tsv.relative_to(root))[:-4],
                 "seconds": float(rec["s"]),
                 "max_rss_mb": _num(rec.get("max_rss")),
             }
@@ -294,7 +310,7 @@ def cost_table(results: Path) -> pl.DataFrame:
                 "tokens": pl.Int64,
             }
         )
-    tokens = stage_tokens(results)
+    tokens = stage_tokens(results, adapters, domains, scenarios)
     return (
         pl.DataFrame(rows)
         .group_by("stage", maintain_order=True)
@@ -401,7 +417,7 @@ def summary_markdown(
                 pl.col(f"{m}_lo").round(4),
                 pl.col(f"{m}_hi").round(4),
             ).alias(m)
-            for m in ("HR@1", "HR@3", "NDCG@3")
+            for m in HEADLINE
         ],
         "valid_ratio",
     )
@@ -553,6 +569,7 @@ def build(
     *,
     alpha: float,
     adjust: str,
+    benchmarks: list[Path] = (),
 ) -> None:
     """Write metrics.csv, paired_tests.csv, cost.csv, summary.md and the plots; the paired
     tests are judged at ``alpha`` after the ``adjust`` adjustment (holm or bh)."""
@@ -563,7 +580,7 @@ def build(
         results, domains, scenarios, variants, alpha, adjust, seed=seed, n_boot=n_boot
     )
     tests.write_csv(out / "paired_tests.csv")
-    cost = cost_table(results)
+    cost = cost_table(results, benchmarks, adapters, domains, scenarios)
     cost.write_csv(out / "cost.csv")
     health = fusion_health(results, domains, scenarios)
     health.write_csv(out / "fusion_runs.csv")
@@ -584,15 +601,10 @@ def build(
     # The learned weights of the selected setting, per domain and scenario.
     for domain in domains:
         for scenario in scenarios:
-            sel = json.loads(
-                (results / "eval" / domain / scenario / "molorec" / "selection.json").read_text()
-            )
-            lr = sel["selected_lr"]
-            weights = json.loads(
-                (
-                    results / "fusion" / domain / scenario / f"lr{lr}" / "fusion_weights.json"
-                ).read_text()
-            )
+            selected = Path(variant_dir(domain, scenario, SELECTED, root=results))
+            lr = json.loads((selected / "selection.json").read_text())["selected_lr"]
+            fused = Path(fused_dir(domain, scenario, f"lr{lr}", root=results))
+            weights = json.loads((fused / "fusion_weights.json").read_text())
             plot_weights(
                 weights,
                 f"{domain} / {scenario} (lr {lr})",
@@ -600,7 +612,7 @@ def build(
             )
     loss = {}
     for name in adapters:
-        log = pl.read_csv(results / "adapters" / name / "train_log.csv")
+        log = pl.read_csv(Path(adapter_dir(name, root=results)) / "train_log.csv")
         loss[name] = (log["step"].to_list(), log["loss"].to_list())
     plot_curves(
         loss,
@@ -610,7 +622,10 @@ def build(
         out / "training_loss.png",
     )
     traj, entropy = {}, {}
-    for path in sorted((results / "fusion").glob("*/*/lr*/trajectory.csv")):
+    fused = [
+        f / "trajectory.csv" for d in domains for sc in scenarios for f in _fused(results, d, sc)
+    ]
+    for path in sorted(fused):
         t = pl.read_csv(path)
         if t.height:
             label = "/".join(path.parts[-4:-1])
@@ -640,7 +655,7 @@ def evaluation_checks(results: Path, domains, scenarios, variants) -> list[str]:
     for domain in domains:
         for scenario in scenarios:
             for variant in variants:
-                folder = results / "eval" / domain / scenario / variant
+                folder = Path(variant_dir(domain, scenario, variant, root=results))
                 m = json.loads((folder / "metrics.json").read_text())
                 key = {"domain": domain, "scenario": scenario, "variant": variant, "n": m["n"]}
                 if m.get("invalid_answer_share") is not None:

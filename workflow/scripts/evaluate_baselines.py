@@ -7,6 +7,7 @@ import polars as pl
 
 from molorec.data.examples import ExampleSettings
 from molorec.evaluate import evaluate_baselines
+from molorec.metrics import HEADLINE
 from molorec.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -22,4 +23,4 @@ with log_to(snakemake.log[0]) as log:
         [Path(path).parent for path in snakemake.output.metrics],
     )
     for name, m in metrics.items():
-        log.info("%s, %d examples: %s", name, m["n"], {k: m[k] for k in ("HR@1", "NDCG@3")})
+        log.info("%s, %d examples: %s", name, m["n"], {k: m[k] for k in HEADLINE})

@@ -1,6 +1,6 @@
-"""Rules evaluate_llm, evaluate_fused and evaluate_<scenario>_<split>: LLM variants on one
-scenario and split, from one load of the base model (one variant per job, or all); with
-evaluate.order_check, each variant a second time with the candidates re-ordered."""
+"""Rule evaluate_llm: every LLM variant of one scenario and split from one load of the base
+model, each in its own folder of the output; with evaluate.order_check, each variant a
+second time with the candidates re-ordered."""
 
 import polars as pl
 import torch
@@ -13,6 +13,7 @@ from molorec.evaluate import (
     write_evaluation,
     write_order_check,
 )
+from molorec.metrics import HEADLINE
 from molorec.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
@@ -21,8 +22,8 @@ with log_to(snakemake.log[0]) as log:
     rows = evaluated_rows(
         pl.read_parquet(snakemake.input.examples),
         pl.read_parquet(snakemake.input.instructions),
-        snakemake.params.split,
-        snakemake.params.scenario,
+        snakemake.wildcards.split,
+        snakemake.wildcards.scenario,
         s,
     )
     catalog = pl.read_parquet(snakemake.input.catalog)
@@ -53,7 +54,7 @@ with log_to(snakemake.log[0]) as log:
             "%s, %d examples: %s",
             variant,
             metrics["n"],
-            {k: metrics[k] for k in ("HR@1", "NDCG@3")},
+            {k: metrics[k] for k in HEADLINE},
         )
         if "reordered" in predictions:
             check = write_order_check(

@@ -1,5 +1,7 @@
-"""Rules fuse_adapters and fuse_<scenario>: learn the mixing weights of one (domain,
-scenario) for one lr, or for every lr of the grid from one load of the base model."""
+"""Rule fuse_adapters: learn the mixing weights of one (domain, scenario) for every lr of
+its grid from one load of the base model, each lr in its own folder of the output."""
+
+from pathlib import Path
 
 import torch
 
@@ -8,15 +10,15 @@ from molorec.runlog import log_to
 
 with log_to(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
-    out_dirs = {float(lr): folder for lr, folder in snakemake.params.out_dirs}
+    out = Path(snakemake.output[0])
     infos = run_lrs(
         snakemake.params.base,
         [snakemake.input.general, snakemake.input.domain],
         snakemake.input.data,
-        snakemake.params.scenario,
+        snakemake.wildcards.scenario,
         snakemake.params.adapt_on,
         snakemake.params.n_prompts,
-        out_dirs,
+        {float(lr): out / folder for lr, folder in snakemake.params.lrs},
         FusionSettings.from_dict(snakemake.params.settings),
         progress=True,
         prompt_choice=snakemake.params.prompt_choice,

@@ -1,8 +1,10 @@
-"""Rule report: metrics table, paired tests, plots, cost per stage, summary.md."""
+"""Rule report: metrics table, paired tests, plots, cost per stage, summary.md; every file
+it reads is an input of the rule (rules/common.smk: report_inputs)."""
 
 import shutil
 from pathlib import Path
 
+from molorec.plan import RESULTS
 from molorec.report import build
 from molorec.runlog import log_to
 
@@ -10,7 +12,7 @@ with log_to(snakemake.log[0]) as log:
     out = Path(snakemake.output.summary).parent
     p = snakemake.params
     build(
-        Path("results"),
+        Path(RESULTS),
         out,
         p.domains,
         p.scenarios,
@@ -20,6 +22,7 @@ with log_to(snakemake.log[0]) as log:
         p.bootstrap,
         alpha=p.alpha,
         adjust=p.adjust,
+        benchmarks=[Path(b) for b in snakemake.input.benchmarks],
     )
     plots = Path(snakemake.output.plots)
     plots.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,147 @@
+"""The work a config asks for and where each stage writes it: the scenarios, splits and
+variants, every output folder, and the GPU jobs. The rules (rules/common.smk), the cost plan
+(molorec.cost) and the report read them from here, so the three cannot drift apart.
+
+Layout under ``results/`` (paths relative to the workflow's directory):
+
+    fusion/{domain}/{scenario}/lr{lr}/          one fusion job per (domain, scenario)
+    fusion/{domain}/uniform/                    the equal-weight mixture
+    eval/{domain}/{scenario}/{split}/{variant}/ one LLM evaluation job per (domain,
+                                                scenario, split): every variant of it
+    eval/{domain}/{scenario}/molorec/           the lr chosen on the selection set
+    eval/{domain}/{scenario}/{baseline}/        the non-LLM baselines (test)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RESULTS = "results"
+SCENARIOS = ("warm", "cold")
+# test: every variant; val: the selection set (the fused lrs only, to choose one).
+SPLITS = ("test", "val")
+# LLM variants whose adapter is fixed (or none): evaluated on test only.
+FIXED_VARIANTS = ("base", "general", "domain", "uniform")
+# The fused adapter of the lr that the selection set chose.
+SELECTED = "molorec"
+# The LLM variants of the report, before the baselines.
+VARIANTS = (*FIXED_VARIANTS, SELECTED)
+
+
+def lr_label(lr: float) -> str:
+    """A learning rate as it appears in paths: 0.5 -> 0.5, 1.0 -> 1, 1e-05 -> 1e-05."""
+    return f"{lr:g}"
+
+
+def lr_variants(config: dict, scenario: str) -> list[str]:
+    """The fused variants of a scenario, one per lr of its grid: lr0.5, lr1, ..."""
+    return [f"lr{lr_label(lr)}" for lr in config["fusion"]["lr_grid"][scenario]]
+
+
+def run_variants(config: dict, scenario: str, split: str) -> list[str]:
+    """The LLM variants one evaluation job of a scenario and split evaluates, in order."""
+    fixed = list(FIXED_VARIANTS) if split == "test" else []
+    return fixed + lr_variants(config, scenario)
+
+
+def is_run(variant: str) -> bool:
+    """An LLM variant an evaluation job writes (not the selection, not a baseline)."""
+    return variant in FIXED_VARIANTS or variant.startswith("lr")
+
+
+def report_variants(config: dict) -> list[str]:
+    """The variants of the report's tables: the LLM ones, then the configured baselines."""
+    return [*VARIANTS, *config["evaluate"]["baselines"]]
+
+
+def adapter_dir(domain: str, root: str = RESULTS) -> str:
+    return f"{root}/adapters/{domain}"
+
+
+def fusion_dir(domain: str, scenario: str, root: str = RESULTS) -> str:
+    """The output of one fusion job: a folder per lr of the scenario's grid."""
+    return f"{root}/fusion/{domain}/{scenario}"
+
+
+def fused_dir(domain: str, scenario: str, variant: str, root: str = RESULTS) -> str:
+    """One fused adapter (variant lr<lr>) inside its fusion job's folder."""
+    return f"{fusion_dir(domain, scenario, root)}/{variant}"
+
+
+def uniform_dir(domain: str, root: str = RESULTS) -> str:
+    return f"{root}/fusion/{domain}/uniform"
+
+
+def eval_dir(domain: str, scenario: str, split: str, root: str = RESULTS) -> str:
+    """The output of one LLM evaluation job: a folder per variant it evaluates."""
+    return f"{root}/eval/{domain}/{scenario}/{split}"
+
+
+def variant_dir(
+    domain: str, scenario: str, variant: str, split: str = "test", root: str = RESULTS
+) -> str:
+    """Where a variant's predictions.parquet and metrics.json lie."""
+    if is_run(variant):
+        return f"{eval_dir(domain, scenario, split, root)}/{variant}"
+    return f"{root}/eval/{domain}/{scenario}/{variant}"
+
+
+def variant_adapter(
+    domain: str, scenario: str, variant: str, general: str, root: str = RESULTS
+) -> str | None:
+    """The adapter folder an LLM variant is evaluated with; None for the base model.
+    ``general``: the general adapter's folder (trained here or shared)."""
+    if variant == "base":
+        return None
+    if variant == "general":
+        return general
+    if variant == "domain":
+        return adapter_dir(domain, root)
+    if variant == "uniform":
+        return uniform_dir(domain, root)
+    if variant.startswith("lr"):
+        return fused_dir(domain, scenario, variant, root)
+    raise ValueError(f"{variant!r} is not an LLM variant")
+
+
+def domains_with_role(config: dict, role: str) -> list[str]:
+    return sorted(d for d, spec in config["domains"].items() if spec["role"] == role)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One GPU job (one load of the base model): its rule and what it covers."""
+
+    rule: str
+    domain: str = "general"
+    scenario: str | None = None
+    split: str | None = None
+    variants: list[str] = field(default_factory=list)
+
+
+GPU_RULES = (
+    "train_general_adapter",
+    "train_domain_adapter",
+    "fuse_adapters",
+    "uniform_adapter",
+    "evaluate_llm",
+)
+
+
+def gpu_jobs(config: dict) -> list[Job]:
+    """Every GPU job the workflow plans for ``config``, in the order of the stages."""
+    jobs = []
+    if domains_with_role(config, "general"):
+        jobs.append(Job("train_general_adapter"))
+    targets = domains_with_role(config, "target")
+    jobs += [Job("train_domain_adapter", d) for d in targets]
+    if not (domains_with_role(config, "general") or config.get("general_adapter")):
+        return jobs  # nothing to mix with
+    for d in targets:
+        jobs += [Job("fuse_adapters", d, sc, variants=lr_variants(config, sc)) for sc in SCENARIOS]
+        jobs.append(Job("uniform_adapter", d))
+    for d in targets:
+        for sc in SCENARIOS:
+            for sp in SPLITS:
+                jobs.append(Job("evaluate_llm", d, sc, sp, run_variants(config, sc, sp)))
+    return jobs
