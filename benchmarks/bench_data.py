@@ -46,50 +46,20 @@ def compare_meta_parsing(meta: Path, interactions: Path) -> dict:
 
 def run_stage(reviews: Path, meta: Path, out: Path, compare_meta: bool) -> dict:
     """Runs in the child process: the three steps of the data stage, timed."""
-    from molorec.data import examples, ingest
-    from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
+    from molorec.sample.prepare import data_stage
 
-    data = {
-        "kcore": 5,
-        "max_malformed_fraction": 0.001,
-        "n_candidates": 30,
-        "answer_size": 5,
-    }
     spec = {"format": "amazon2014", "reviews": str(reviews), "meta": str(meta)}
-    paths = {
-        "interactions": out / "interactions.parquet",
-        "items": out / "items.parquet",
-        "quality": out / "quality.json",
-        "examples": out / "examples.parquet",
-        "summary": out / "examples.json",
-    }
-    times = {}
-    t = time.perf_counter()
-    quality = ingest.run("bench", spec, data, paths)
-    times["ingest_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    settings = examples.ExampleSettings(seed=42, domain="bench", role="target")
-    summary = examples.run(paths["interactions"], paths["items"], settings, paths)
-    times["examples_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    rows = write_instructions(
-        paths["examples"],
-        paths["items"],
-        out / "instructions.parquet",
-        "bench",
-        DEFAULT_PROMPT,
-        data,
-    )
-    times["instructions_s"] = time.perf_counter() - t
+    stage = data_stage(spec, out, "bench")
+    times = dict(stage.seconds)
     times["total_s"] = sum(times.values())
     if compare_meta:
-        times.update(compare_meta_parsing(meta, paths["interactions"]))
+        times.update(compare_meta_parsing(meta, stage.paths["interactions"]))
     return {
         **times,
-        "reviews": quality["reviews"]["lines"],
-        "interactions": quality["interactions"],
-        "examples": summary["examples"],
-        "instructions": rows,
+        "reviews": stage.quality["reviews"]["lines"],
+        "interactions": stage.quality["interactions"],
+        "examples": stage.summary["examples"],
+        "instructions": stage.instructions,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -105,7 +75,7 @@ def main() -> None:
         print(json.dumps(run_stage(reviews, meta, out, args.child[3] == "compare")))
         return
 
-    from molorec.sample import write_amazon2014_synthetic
+    from molorec.sample.bulk import write_amazon2014_synthetic
 
     for name in args.sizes:
         category, users, items, reviews, meta_lines = SIZES[name]

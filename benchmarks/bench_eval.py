@@ -27,13 +27,14 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from bench_fusion import adapters, base_model, sample_instructions
+from bench_fusion import adapters, sample_instructions
 from peft import PeftModel
 
 from molorec.evaluate import predict_llm, scenario_examples
 from molorec.flops import Shapes, gemm_rates, rank_flops
 from molorec.model import load_base, model_dtype
 from molorec.predict import candidate_ids, prompt_ids
+from molorec.sample.prepare import base_model
 
 
 def main() -> None:

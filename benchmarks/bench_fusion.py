@@ -26,68 +26,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the original scheme is kept with the tests
-
-from reference_fusion import original_gradient  # noqa: E402
-
-import molorec.fusion as fusion  # noqa: E402
-from molorec.fusion import (  # noqa: E402
-    FusionSettings,
-    LoraAdapter,
-    Mixture,
-    adapt,
-    answer_entropy,
-    greedy_answers,
-    separator_ids,
-)
-from molorec.model import build_base, load_base  # noqa: E402
-from molorec.train import TrainSettings, train  # noqa: E402
-
-
-def base_model(cache: Path, name: str = "tiny-qwen2") -> Path:
-    """A base model the pipeline builds (tiny-qwen2, smollm2-135m), built once into the cache."""
-    base = cache / name
-    if not (base / "config.json").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        build_base(name, base)
-    return base
+import molorec.fusion as fusion
+from molorec.fusion import adapt, answer_entropy, greedy_answers, separator_ids
+from molorec.mixture import LoraAdapter, Mixture
+from molorec.model import load_base
+from molorec.original import original_gradient
+from molorec.sample.prepare import base_model, data_stage, sample_spec
+from molorec.settings import FusionSettings, TrainSettings
+from molorec.train import train
 
 
 def sample_instructions(cache: Path) -> Path:
     """The bundled sample's Beauty instruction set, built with the library."""
-    from molorec.data import examples, ingest
-    from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
-
     out = cache / "beauty"
-    if (out / "instructions.parquet").exists():
-        return out / "instructions.parquet"
-    spec = {
-        "format": "amazon2014",
-        "reviews": str(REPO / "resources/sample/amazon2014/reviews_Beauty_5.json.gz"),
-        "meta": str(REPO / "resources/sample/amazon2014/meta_Beauty.json.gz"),
-    }
-    data = {"kcore": 5, "max_malformed_fraction": 0.01, "n_candidates": 30, "answer_size": 5}
-    paths = {k: out / f"{k}.parquet" for k in ("interactions", "items", "examples")}
-    paths |= {"quality": out / "quality.json", "summary": out / "examples.json"}
-    ingest.run("beauty", spec, data, paths)
-    settings = examples.ExampleSettings(seed=42, domain="beauty", role="target")
-    examples.run(paths["interactions"], paths["items"], settings, paths)
-    write_instructions(
-        paths["examples"],
-        paths["items"],
-        out / "instructions.parquet",
-        "beauty",
-        DEFAULT_PROMPT,
-        data,
-    )
+    if not (out / "instructions.parquet").exists():
+        # The sample's one bad meta line is within config.yaml's max_malformed_fraction.
+        data_stage(sample_spec("beauty"), out, "beauty", max_malformed_fraction=0.01)
     return out / "instructions.parquet"
 
 

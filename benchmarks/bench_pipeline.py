@@ -11,7 +11,6 @@ it, so two runs compare through it.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,20 +21,9 @@ import polars as pl
 import psutil
 import yaml
 
+from molorec.sample.prepare import pipeline_workdir
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def prepare(workdir: Path, config: dict, fresh: bool = True) -> list[str]:
-    """A working folder with ``config`` as its config.yaml and the sample's resources
-    linked in (its relative paths resolve there); returns the snakemake command."""
-    if fresh:
-        shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / "resources").exists():
-        (workdir / "resources").symlink_to(REPO / "resources")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "all"]
-    return cmd + ["--directory", str(workdir)]
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -56,7 +44,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="reuse the workdir's results")
     ap.add_argument("--resources", nargs="*", default=[], help="snakemake --resources")
     args = ap.parse_args()
-    cmd = prepare(args.workdir, yaml.safe_load(args.config.read_text()), fresh=not args.keep)
+    cmd = pipeline_workdir(
+        args.workdir, yaml.safe_load(args.config.read_text()), fresh=not args.keep
+    )
     if args.resources:
         cmd += ["--resources", *args.resources]
     t0 = time.perf_counter()

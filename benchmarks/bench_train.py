@@ -50,7 +50,6 @@ from pathlib import Path
 BATCH = 4
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "lr": 2e-4, "warmup_ratio": 0.05, "seed": 42}
 DOMAIN = "beauty"
-SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / "amazon2014"
 
 
 # --- setup (parent process) -------------------------------------------------------------
@@ -61,46 +60,19 @@ def prepare(cache: Path, n_examples: int, name: str = "tiny-qwen2") -> tuple[Pat
     the Beauty sample, made with the library as the pipeline makes them."""
     import polars as pl
 
-    from molorec.data import examples, ingest
-    from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
-    from molorec.model import build_base
+    from molorec.sample.prepare import base_model, data_stage, sample_spec
     from molorec.train import training_rows
 
-    model = cache / name
-    if not (model / ".complete").exists():
-        shutil.rmtree(model, ignore_errors=True)
-        build_base(name, model)
-        (model / ".complete").touch()
-
-    data = {
-        "kcore": 5,
-        "max_malformed_fraction": 0.01,  # the sample's one bad meta line (config.yaml)
-        "n_candidates": 30,
-        "answer_size": 5,
-    }
-    spec = {
-        "format": "amazon2014",
-        "reviews": str(SAMPLE / "reviews_Beauty_5.json.gz"),
-        "meta": str(SAMPLE / "meta_Beauty.json.gz"),
-        "on_truncated": "error",
-    }
+    model = base_model(cache, name)
     out = cache / "data"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "interactions": out / "interactions.parquet",
-        "items": out / "items.parquet",
-        "quality": out / "quality.json",
-        "examples": out / "examples.parquet",
-        "summary": out / "examples.json",
-    }
-    ingest.run(DOMAIN, spec, data, paths)
-    settings = examples.ExampleSettings(
-        seed=42, domain=DOMAIN, role="target", domain_train_samples=max(n_examples, 150)
+    stage = data_stage(
+        sample_spec(DOMAIN),
+        out,
+        DOMAIN,
+        max_malformed_fraction=0.01,  # the sample's one bad meta line (config.yaml)
+        domain_train_samples=max(n_examples, 150),
     )
-    examples.run(paths["interactions"], paths["items"], settings, paths)
-    full = out / "instructions.parquet"
-    write_instructions(paths["examples"], paths["items"], full, DOMAIN, DEFAULT_PROMPT, data)
-    rows = training_rows(pl.read_parquet(full))
+    rows = training_rows(pl.read_parquet(stage.paths["instructions"]))
     if rows.height < n_examples:
         raise SystemExit(f"the sample has {rows.height} training rows, fewer than {n_examples}")
     subset = out / f"train-{n_examples}.parquet"

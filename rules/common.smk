@@ -4,18 +4,11 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from molorec.config import (
-    ConfigError,
-    canonical,
-    check_config,
-    domains_with_role,
-    example_settings,
-    load_schema,
-    prompt_for,
-    train_settings,
-)
+from molorec.config import ConfigError, canonical, check_config
+from molorec.io.formats import FORMATS
 from molorec.model import TINY, built_here, is_gguf, resolve_base
 from molorec.plan import (
+    RESULTS,
     SCENARIOS,
     SELECTED,
     SPLITS,
@@ -29,17 +22,27 @@ from molorec.plan import (
     uniform_dir,
     variant_adapter,
     variant_dir,
+    domains_with_role,
+)
+from molorec.schema import SCHEMA_PATH, load_schema
+from molorec.settings import (
+    cold_item_settings,
+    eval_settings,
+    example_settings,
+    fusion_settings,
+    ingest_settings,
+    ingest_spec,
+    instruction_settings,
+    train_settings,
 )
 
-SCHEMA = "../workflow/schemas/config.schema.yaml"
-
 # Readable errors (domain, key, path) before Snakemake's own schema check.
-CONFIG_SCHEMA = load_schema(workflow.source_path(SCHEMA))
+CONFIG_SCHEMA = load_schema()
 try:
     check_config(config, schema=CONFIG_SCHEMA)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-validate(config, schema=SCHEMA)
+validate(config, schema=str(SCHEMA_PATH))
 # One spelling per setting (sorted keys, unordered lists sorted): params are compared as
 # text, so a config re-serialised or reordered by a program must plan nothing new.
 _canonical = canonical(config, CONFIG_SCHEMA)
@@ -61,34 +64,10 @@ def domain_spec(wildcards):
     return config["domains"][wildcards.domain]
 
 
-def ingest_spec(wildcards):
-    """What reading the dumps depends on: not the role or the prompt, so changing those
-    does not re-read a domain."""
-    keys = ("format", "reviews", "meta", "path", "on_truncated")
-    return {k: v for k, v in domain_spec(wildcards).items() if k in keys}
-
-
 def raw_inputs(wildcards):
     """The raw dump files of one domain, so Snakemake reruns it when they change."""
     spec = domain_spec(wildcards)
-    if spec["format"] == "mooccube":
-        return [
-            f"{spec['path']}/entities/user.json",
-            f"{spec['path']}/entities/course.json",
-        ]
-    return [spec["reviews"], spec["meta"]]
-
-
-def ingest_params(wildcards):
-    data = config["data"]
-    return {
-        "kcore": data["kcore"],
-        "max_malformed_fraction": data["max_malformed_fraction"],
-    }
-
-
-def examples_params(wildcards):
-    return vars(example_settings(config, wildcards.domain))
+    return FORMATS[spec["format"]].files(spec)
 
 
 # The (user, item) pairs the pooled general set shows (rule pool_general_instructions).
@@ -109,19 +88,21 @@ def examples_inputs(wildcards):
     return inputs
 
 
+# The settings each stage reads (molorec.settings), as params of its rules.
+def ingest_params(wildcards):
+    return ingest_spec(config, wildcards.domain)
+
+
+def examples_params(wildcards):
+    return vars(example_settings(config, wildcards.domain))
+
+
 def cold_item_params(wildcards):
-    """What the cold items are drawn from (molorec.data.examples.cold_items)."""
-    keys = ("seed", "domain", "role", "cold_item_fraction")
-    return {k: v for k, v in examples_params(wildcards).items() if k in keys}
+    return cold_item_settings(config, wildcards.domain)
 
 
 def instruction_params(wildcards):
-    data = config["data"]
-    return {
-        "prompt": prompt_for(config, wildcards.domain),
-        "answer_size": data["answer_size"],
-        "n_candidates": data["n_candidates"],
-    }
+    return instruction_settings(config, wildcards.domain)
 
 
 def input_mb(wildcards, input):
@@ -165,32 +146,6 @@ def stage_resources(stage):
     return resources
 
 
-def fusion_settings(wildcards):
-    # A domain's own fusion keys (e.g. k) over the common ones.
-    fusion = config["fusion"] | config["domains"][wildcards.domain].get("fusion", {})
-    keys = (
-        "steps",
-        "schedule",
-        "tokens_per_backward",
-        "accumulation",
-        "prompts_per_step",
-        "tokens_per_step",
-        "granularity",
-        "activation",
-        "temperature",
-        "k",
-        "guard",
-        "guard_strength",
-        "require_signal",
-        "merge_for_decoding",
-    )
-    return {
-        "seed": config["seed"],
-        "max_new_tokens": fusion["max_new_tokens"],
-        "precision": config["model"]["precision"],
-    } | {key: fusion[key] for key in keys}
-
-
 def fused_lrs(wildcards):
     """[lr, folder] of every lr of one fusion job's grid."""
     lrs = config["fusion"]["lr_grid"][wildcards.scenario]
@@ -203,20 +158,6 @@ def launcher(wildcards, resources):
     if resources.gpu > 1:
         return f"accelerate launch --multi_gpu --num_machines 1 --num_processes {resources.gpu}"
     return "python"
-
-
-def eval_settings(wildcards):
-    """What an evaluation computes. The fusion settings that choose the adapted prompts
-    come along: metrics.json states the overlap with them, and evaluate.exclude_adapted
-    removes it."""
-    fusion = config["fusion"]
-    return {
-        "seed": config["seed"],
-        "precision": config["model"]["precision"],
-        "adaptation": {
-            k: fusion[k] for k in ("n_prompts", "adapt_on", "prompt_choice")
-        },
-    } | config["evaluate"]
 
 
 # evaluate.order_check: every LLM variant evaluated a second time with the candidates

@@ -1,4 +1,4 @@
-# Data stage: raw dumps -> interactions -> examples -> instruction sets (DESIGN.md §2, §4).
+# Data stage: raw dumps -> interactions -> examples -> instruction sets.
 
 
 rule ingest_domain:
@@ -19,8 +19,8 @@ rule ingest_domain:
         mem_mb=input_mb,
         runtime=60,
     params:
-        spec=ingest_spec,
-        data=ingest_params,
+        spec=ingest_params,
+        data=ingest_settings(config),
     script:
         "../workflow/scripts/ingest_domain.py"
 

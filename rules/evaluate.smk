@@ -21,7 +21,7 @@ rule evaluate_llm:
         **stage_resources("evaluate"),
     params:
         base=BASE_MODEL,
-        settings=eval_settings,
+        settings=eval_settings(config),
         prompt=instruction_params,
         jobs=eval_jobs,
     script:
@@ -80,7 +80,7 @@ if config["evaluate"]["baselines"]:
             runtime=stage_resource("evaluate", "runtime"),
         params:
             baselines=config["evaluate"]["baselines"],
-            settings=eval_settings,
+            settings=eval_settings(config),
             example_settings=cold_item_params,
         script:
             "../workflow/scripts/evaluate_baselines.py"

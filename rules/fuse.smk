@@ -24,10 +24,7 @@ rule fuse_adapters:
         **stage_resources("fuse"),
     params:
         base=BASE_MODEL,
-        settings=fusion_settings,
-        n_prompts=lambda w: config["fusion"]["n_prompts"][w.scenario],
-        adapt_on=config["fusion"]["adapt_on"],
-        prompt_choice=config["fusion"]["prompt_choice"],
+        settings=lambda w: fusion_settings(config, w.domain, w.scenario),
         lrs=fused_lrs,
     script:
         "../workflow/scripts/fuse_adapters.py"
@@ -52,6 +49,6 @@ rule uniform_adapter:
         runtime=30,
     params:
         base=BASE_MODEL,
-        settings=fusion_settings,
+        settings=lambda w: fusion_settings(config, w.domain),
     script:
         "../workflow/scripts/uniform_adapter.py"

@@ -1,4 +1,4 @@
-"""A real one-node SLURM cluster on this machine, for the tests (DESIGN.md §6).
+"""A real one-node SLURM cluster on this machine, for the tests.
 
 munged, ``slurmctld -D`` and ``slurmd -D`` run as child processes of the test session, with
 a fake GPU (gres ``File=/dev/null``) so that GPU requests are scheduled for real. Every

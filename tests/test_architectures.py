@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -26,9 +26,9 @@ import torch
 from chat_data import TITLES, conversation, instructions
 from safetensors.torch import load_file
 
-from molorec.config import load_schema
 from molorec.model import EMBED_SCALE
 from molorec.predict import candidate_ids, prompt_ids, rank_brute_force, rank_candidates
+from molorec.schema import load_schema
 from molorec.train import TrainSettings, answer_loss, collate, encode, full_logits_loss, train
 
 SHAPES = {
@@ -261,7 +261,7 @@ FUSABLE = [
 def test_fuses_two_adapters_and_ranks_with_the_mixture(built, qwen_tokenizer, name, tmp_path):
     from peft import PeftModel
 
-    from molorec.fusion import FusionSettings, LoraAdapter, Mixture, run
+    from molorec.fusion import FusionSettings, LoraAdapter, Mixture, run_lrs
 
     b = built(name)
     # The export is exact on this architecture: random weights, the adapter reloaded by peft.
@@ -278,16 +278,15 @@ def test_fuses_two_adapters_and_ranks_with_the_mixture(built, qwen_tokenizer, na
         torch.testing.assert_close(reloaded(**enc).logits, live, rtol=0, atol=1e-5)
 
     # Adaptation on unlabeled prompts moves the weights; the fused adapter then ranks.
-    info = run(
+    # A step per 2 scored tokens: 2 short answers make steps under the pooled schedule.
+    settings = FusionSettings(max_new_tokens=12, tokens_per_backward=2, accumulation=1)
+    [info] = run_lrs(
         base=b.base,
         adapters=b.adapters,
         instructions=instructions(tmp_path / "val.parquet", 2, split="val"),
         scenario="warm",
-        adapt_on="val",
-        n_prompts=2,
-        # A step per 2 scored tokens: 2 short answers make steps under the pooled schedule.
-        settings=FusionSettings(lr=1.0, max_new_tokens=12, tokens_per_backward=2, accumulation=1),
-        out_dir=tmp_path / "fused",
+        out_dirs={1.0: tmp_path / "fused"},
+        settings=replace(settings, adapt_on="val", n_prompts=2),
     )
     assert info["scored_tokens"] > 0
     weights = json.loads((tmp_path / "fused" / "fusion_weights.json").read_text())

@@ -169,7 +169,7 @@ def test_items_no_sequence_holds_are_ordered_by_the_seeded_hash_alone(name):
 
 
 def test_schema_lists_the_registry_and_runs_every_baseline_by_default():
-    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    schema = yaml.safe_load((REPO / "src/molorec/schemas/config.schema.yaml").read_text())
     spec = schema["properties"]["evaluate"]["properties"]["baselines"]
     assert set(spec["items"]["enum"]) == set(BASELINES)
     assert {"content", "novelty"} <= set(spec["default"])

@@ -150,8 +150,8 @@ def test_a_shared_general_adapter_excludes_general_domains(config, tmp_path):
 
 
 def test_model_precision_reaches_training_unless_train_sets_its_own():
-    from molorec.config import train_settings
     from molorec.model import uses_bf16
+    from molorec.settings import train_settings
 
     config = {"seed": 1, "model": {"precision": "bf16"}, "train": {"precision": "auto"}}
     assert train_settings(config, "domain")["precision"] == "bf16"

@@ -18,8 +18,9 @@ import yaml
 from conftest import REPO, one_target_config, run_workflow, sample_config, tree_bytes
 from test_examples import shown_titles
 
-from molorec.config import check_config, example_settings
+from molorec.config import check_config
 from molorec.data.examples import cold_items
+from molorec.settings import example_settings
 
 # One job per (domain, scenario) for fusion and per (domain, scenario, split) for the LLM
 # evaluations.

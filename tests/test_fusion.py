@@ -10,13 +10,9 @@ import polars as pl
 import pytest
 import torch
 from chat_data import TITLES, conversation, instructions
-from reference_fusion import original_adaptation, original_gradient, original_greedy
 from safetensors.torch import load_file
 
 from molorec.fusion import (
-    FusionSettings,
-    LoraAdapter,
-    Mixture,
     adapt,
     adaptation_prompts,
     answer_entropy,
@@ -24,11 +20,15 @@ from molorec.fusion import (
     greedy_answers,
     greedy_continuation,
     greedy_from_draft,
-    run,
+    guard_of,
+    run_lrs,
     separator_ids,
 )
+from molorec.mixture import LoraAdapter, Mixture
 from molorec.model import load_base
-from molorec.train import TrainSettings, train
+from molorec.original import original_adaptation, original_gradient, original_greedy
+from molorec.settings import FusionSettings, TrainSettings
+from molorec.train import train
 
 
 def random_adapter(base_path: str, out, r: int, alpha: int, seed: int) -> str:
@@ -456,17 +456,10 @@ def test_labels_of_adaptation_prompts_are_never_read(tiny, random_pair, tmp_path
     data.write_parquet(tmp_path / "true.parquet")
     scrambled.write_parquet(tmp_path / "scrambled.parquet")
     s = FusionSettings(lr=1.0, k=2, max_new_tokens=8, tokens_per_backward=2, accumulation=1)
+    s = replace(s, adapt_on="test", n_prompts=3, prompt_choice="first_n")
     for name in ("true", "scrambled"):
-        run(
-            tiny,
-            random_pair,
-            str(tmp_path / f"{name}.parquet"),
-            "warm",
-            "test",
-            3,
-            s,
-            tmp_path / name,
-            prompt_choice="first_n",
+        run_lrs(
+            tiny, random_pair, str(tmp_path / f"{name}.parquet"), "warm", {1.0: tmp_path / name}, s
         )
     assert (tmp_path / "true/fusion_weights.json").read_bytes() == (
         tmp_path / "scrambled/fusion_weights.json"
@@ -525,7 +518,7 @@ def test_an_adapter_of_another_base_model_is_refused_by_name(tiny, tmp_path):
 
 
 def test_weight_entropy_and_collapsed_share_on_hand_computed_values():
-    from molorec.fusion import collapsed_share, weight_entropy
+    from molorec.mixture import collapsed_share, weight_entropy
 
     assert weight_entropy(torch.tensor([[0.5, 0.5]])) == pytest.approx(0.693147, abs=1e-6)
     assert weight_entropy(torch.tensor([[1.0, 0.0], [0.5, 0.5]])) == pytest.approx(0.346574, 1e-5)
@@ -540,7 +533,7 @@ def test_guards_hold_the_mixture_back_from_collapse(tiny, tokenizer, random_pair
 
     def spread(s: FusionSettings) -> torch.Tensor:
         mixture = Mixture(
-            load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], floor=s.floor
+            load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair], floor=guard_of(s).floor
         )
         adapt(mixture, tokenizer, [prompt(i) for i in range(4)], s)
         return torch.tensor([w[0] for w in mixture.effective_weights().values()])
@@ -575,15 +568,15 @@ def test_a_run_that_scores_nothing_warns_or_fails(tiny, random_pair, tmp_path, m
 
     data = instructions(tmp_path / "d.parquet", 2, split="test")
     monkeypatch.setattr(fusion, "chosen_positions", lambda *args: [])  # no title token found
-    s = FusionSettings(lr=1.0, k=2, max_new_tokens=4)
-    info = run(tiny, random_pair, data, "warm", "test", 2, s, tmp_path / "warned")
+    s = FusionSettings(lr=1.0, k=2, max_new_tokens=4, adapt_on="test", n_prompts=2)
+    info = run_lrs(tiny, random_pair, data, "warm", {1.0: tmp_path / "warned"}, s)[0]
     assert info["scored_tokens"] == 0 and info["learned"] is False
     assert "the mixing weights never moved" in caplog.text
     weights = json.loads((tmp_path / "warned/fusion_weights.json").read_text())
     assert all(w == pytest.approx([0.5, 0.5]) for w in weights.values())
     s.require_signal = True
     with pytest.raises(RuntimeError, match="fusion.require_signal"):
-        run(tiny, random_pair, data, "warm", "test", 2, s, tmp_path / "failed")
+        run_lrs(tiny, random_pair, data, "warm", {1.0: tmp_path / "failed"}, s)
 
 
 # --- one model load for many runs (README: Evaluation jobs) --------------------------------
@@ -592,12 +585,12 @@ def test_a_run_that_scores_nothing_warns_or_fails(tiny, random_pair, tmp_path, m
 def test_every_lr_from_one_load_equals_a_load_per_lr(tiny, tokenizer, random_pair, tmp_path):
     """run_lrs adapts every lr on one loaded mixture: each lr must start again from equal
     weights and a fresh optimizer. Against a fresh load and a plain adapt() per lr."""
-    from molorec.fusion import run_lrs
-
     data = instructions(tmp_path / "d.parquet", 4, split="test")
-    s = FusionSettings(k=2, max_new_tokens=8, tokens_per_backward=2, accumulation=1)
+    s = FusionSettings(
+        k=2, max_new_tokens=8, tokens_per_backward=2, accumulation=1, adapt_on="test", n_prompts=3
+    )
     lrs = {0.5: tmp_path / "grouped/lr0.5", 2.0: tmp_path / "grouped/lr2"}
-    run_lrs(tiny, random_pair, data, "warm", "test", 3, lrs, s)
+    run_lrs(tiny, random_pair, data, "warm", lrs, s)
     prompts = adaptation_prompts(pl.read_parquet(data), "warm", "test", 3)
     for lr, folder in lrs.items():
         alone = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
@@ -658,3 +651,16 @@ def test_vllm_requests_give_every_adapter_its_own_name_and_id(random_pair, tmp_p
 
     assert vllm_engine_args(requests) == {"enable_lora": True, "max_loras": 3, "max_lora_rank": 16}
     assert vllm_engine_args({"base": None})["enable_lora"] is False
+
+
+def test_the_schema_offers_exactly_the_registered_guards_and_schedules():
+    """fusion.guard and fusion.schedule name what molorec.fusion registers: a GUARDS entry
+    is one guard more, listed in the schema's enum."""
+    from molorec.fusion import GUARDS, OBJECTIVES, SCHEDULES, Guard
+    from molorec.schema import load_schema
+
+    fusion = load_schema()["properties"]["fusion"]["properties"]
+    assert fusion["guard"]["enum"] == list(GUARDS)
+    assert fusion["schedule"]["enum"] == list(SCHEDULES)
+    assert all(isinstance(GUARDS[name](0.1), Guard) for name in GUARDS)
+    assert "entropy" in OBJECTIVES  # the paper's objective, the default of adapt()

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from molorec.data.ingest import ingest_domain
-from molorec.data.titles import clean_title
 from molorec.io.amazon import read_meta, read_reviews
 from molorec.io.mooccube import read_mooccube
 from molorec.io.rawfile import RawInputError
+from molorec.io.titles import clean_title
 
 
 def write_lines(path, lines, gz=True):
@@ -337,3 +337,23 @@ def test_mooccube_sequences_and_chinese_names(tmp_path):
 )
 def test_clean_title(raw, clean):
     assert clean_title(raw) == clean
+
+
+def test_the_schema_names_every_raw_format_and_the_inputs_it_reads():
+    """The schema's format names and the inputs it requires per format follow the registry
+    (molorec.io.formats): a domain with exactly the registry's keys for its format
+    validates, one without any of them does not."""
+    import jsonschema
+
+    from molorec.io.formats import FORMATS
+    from molorec.schema import load_schema
+
+    domain = load_schema()["properties"]["domains"]["additionalProperties"]
+    assert domain["properties"]["format"]["enum"] == list(FORMATS)
+    validator = jsonschema.Draft202012Validator(domain)
+    for name, fmt in FORMATS.items():
+        spec = {"role": "target", "format": name} | {key: "in/" for key in fmt.keys}
+        assert validator.is_valid(spec), name
+        for key in fmt.keys:
+            assert not validator.is_valid({k: v for k, v in spec.items() if k != key}), name
+        assert all(isinstance(f, str) for f in fmt.files(spec))

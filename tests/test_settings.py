@@ -25,15 +25,16 @@ import pytest
 import yaml
 from conftest import REPO, sample_config
 
-from molorec.config import check_config, load_schema
+from molorec.config import check_config
 from molorec.data.instructions import DEFAULT_PROMPT
+from molorec.schema import load_schema
 
 SCHEMA = load_schema()
 # Tested elsewhere, because a new value needs new files: the inputs of a domain and a
 # general adapter built elsewhere (tests/test_domains.py, tests/test_config.py).
 ELSEWHERE = {"general_adapter", "role", "format", "reviews", "meta", "path"}
 # train.general and train.domain take the very keys of train (one $defs entry, one function:
-# molorec.config.train_settings); walking them once per kind proves the override path.
+# molorec.settings.train_settings); walking them once per kind proves the override path.
 OVERRIDE_SAMPLE = {"lr", "max_steps"}
 # Values that a plain rule (next_value) cannot make valid here.
 SPECIAL = {
@@ -52,6 +53,7 @@ ROUTES = [
     *(REPO / "workflow/scripts").glob("*.py"),
     PACKAGE / "config.py",
     PACKAGE / "plan.py",
+    PACKAGE / "settings.py",
 ]
 # The modules that consume each section (globs under src/molorec). A key counts as read only
 # where its section is consumed: a short key (k, lr, seed) appears somewhere in almost any
@@ -313,3 +315,64 @@ def test_a_short_key_counts_as_read_only_in_its_own_section():
     assert reads(("fusion", "k")) and reads(("train", "lr")) and reads(("seed",))
     assert not reads(("data", "k")) and not reads(("fusion", "v"))
     assert not reads(("fusion", "lora_r"))  # a train key, read by train.py only
+
+
+# The config section each module's settings come from: a parameter or field named as one
+# of the section's keys takes the schema's default for it, if it has a default at all.
+DEFAULTS_OF = {
+    "molorec.settings.ExampleSettings": "data",
+    "molorec.settings.TrainSettings": "train",
+    "molorec.settings.FusionSettings": "fusion",
+    "molorec.fusion": "fusion",
+    "molorec.mixture": "fusion",
+    "molorec.evaluate": "evaluate",
+    "molorec.predict": "evaluate",
+    "molorec.baselines": "evaluate",
+    "molorec.train": "train",
+    "molorec.data.examples": "data",
+    "molorec.data.instructions": "data",
+    "molorec.data.ingest": "data",
+    "molorec.io.rawfile": "data",
+    "molorec.io.amazon": "data",
+    "molorec.io.mooccube": "data",
+}
+
+
+def code_defaults():
+    """(where, key, default, schema default) of every dataclass field and function
+    parameter the modules above give a default and their section has a key for. A default
+    of None is no value of its own (the caller's or the settings' is taken)."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    from molorec.schema import defaults
+
+    for where, section in DEFAULTS_OF.items():
+        wanted = defaults(section)
+        module, _, cls = where.rpartition(".") if where.endswith("Settings") else (where, "", "")
+        if cls:
+            obj = getattr(importlib.import_module(module), cls)
+            for f in dataclasses.fields(obj):
+                if f.name in wanted and f.default not in (dataclasses.MISSING, None):
+                    yield where, f.name, f.default, wanted[f.name]
+            continue
+        mod = importlib.import_module(module)
+        for name, fn in vars(mod).items():
+            if not inspect.isfunction(fn) or fn.__module__ != module:
+                continue
+            for p in inspect.signature(fn).parameters.values():
+                if p.name in wanted and p.default not in (inspect.Parameter.empty, None):
+                    yield f"{module}.{name}", p.name, p.default, wanted[p.name]
+
+
+def test_no_code_default_differs_from_the_schema():
+    found = list(code_defaults())
+    # The checked defaults include the ones that drifted before (fusion and evaluation's
+    # max_new_tokens): the walk reaches them.
+    assert ("molorec.settings.FusionSettings", "max_new_tokens") in {(w, k) for w, k, *_ in found}
+    assert ("molorec.evaluate.predict_llm", "max_new_tokens") in {(w, k) for w, k, *_ in found}
+    drifted = [
+        f"{w}.{k} = {code!r}, schema {schema!r}" for w, k, code, schema in found if code != schema
+    ]
+    assert not drifted, f"code defaults that differ from the schema's: {drifted}"

@@ -6,21 +6,19 @@ Snakemake's ``validate`` runs the same schema; this module adds what a schema ca
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
 
 import jsonschema
 import polars as pl
-import yaml
 
-from molorec.data.examples import ExampleSettings
-from molorec.data.instructions import DEFAULT_PROMPT, TEMPLATE_FIELDS, template_expr
+from molorec.data.instructions import TEMPLATE_FIELDS, template_expr
+from molorec.io.formats import FORMATS
 from molorec.model import resolve_base
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
+from molorec.plan import domains_with_role
+from molorec.schema import apply_defaults, load_schema
+from molorec.settings import prompt_for
 
 DOMAIN_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -29,26 +27,8 @@ class ConfigError(ValueError):
     pass
 
 
-def load_schema(path: str | Path | None = None) -> dict:
-    with open(path or SCHEMA_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
-
-
 def _where(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
-
-
-def _apply_defaults(node: dict, schema: dict) -> None:
-    for key, sub in schema.get("properties", {}).items():
-        if key not in node and "default" in sub:
-            node[key] = copy.deepcopy(sub["default"])
-        if isinstance(node.get(key), dict):
-            _apply_defaults(node[key], sub)
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, dict):
-        for key, value in node.items():
-            if key not in schema.get("properties", {}) and isinstance(value, dict):
-                _apply_defaults(value, extra)
 
 
 def check_config(
@@ -69,22 +49,22 @@ def check_config(
     if errors:
         err = errors[0]
         raise ConfigError(f"config: {_where(err.absolute_path)}: {err.message}")
-    _apply_defaults(config, schema)
+    apply_defaults(config, schema)
 
     base = Path(base_dir)
     for name, spec in config["domains"].items():
-        keys = ["path"] if spec["format"] == "mooccube" else ["reviews", "meta"]
-        for key in keys:
+        raw = FORMATS[spec["format"]]
+        for key in raw.keys:
             path = base / spec[key]
             if inputs and not path.exists():
                 raise ConfigError(
                     f"config: domains.{name}.{key}: input not found: {spec[key]} "
                     f"(resolved to {path.resolve()})"
                 )
-        if inputs and spec["format"] == "mooccube":
-            for sub in ("entities/user.json", "entities/course.json"):
-                if not (base / spec["path"] / sub).is_file():
-                    raise ConfigError(f"config: domains.{name}.path: {spec['path']} has no {sub}")
+        for key in raw.keys if inputs else ():
+            for sub in raw.within:
+                if not (base / spec[key] / sub).is_file():
+                    raise ConfigError(f"config: domains.{name}.{key}: {spec[key]} has no {sub}")
         try:
             template_expr(
                 prompt_for(config, name)["user"], {f: pl.lit("") for f in TEMPLATE_FIELDS}
@@ -186,43 +166,3 @@ def check_general_adapter(path: Path, base_model: str) -> None:
 def model_name(id_or_path: str) -> str:
     """Qwen/Qwen2-7B-Instruct, /models/qwen2-7b-instruct/ -> qwen2-7b-instruct."""
     return Path(id_or_path.rstrip("/")).name.lower()
-
-
-def domains_with_role(config: dict, role: str) -> list[str]:
-    return sorted(d for d, spec in config["domains"].items() if spec["role"] == role)
-
-
-def prompt_for(config: dict, domain: str) -> dict:
-    """The template of a domain: defaults, then the global prompt, then the domain's own."""
-    prompt = dict(DEFAULT_PROMPT)
-    prompt.update({k: v for k, v in config.get("prompt", {}).items() if v is not None})
-    prompt.update(config["domains"][domain].get("prompt", {}))
-    return prompt
-
-
-def example_settings(config: dict, domain: str) -> ExampleSettings:
-    data = config["data"]
-    return ExampleSettings(
-        seed=config["seed"],
-        domain=domain,
-        role=config["domains"][domain]["role"],
-        n_candidates=data["n_candidates"],
-        answer=data["answer"],
-        answer_size=data["answer_size"],
-        max_history=data["max_history"],
-        domain_train_samples=data["domain_train_samples"],
-        cold_item_fraction=data["cold_item_fraction"],
-        selection_fraction=data["selection_fraction"],
-        held_out_negatives=data["held_out_negatives"],
-    )
-
-
-def train_settings(config: dict, kind: str) -> dict:
-    """TrainSettings fields of one kind of adapter (general | domain): the common
-    ``train:`` settings, then ``train.<kind>``; the seed defaults to the top-level seed and
-    an ``auto`` precision to model.precision."""
-    common = {k: v for k, v in config["train"].items() if k not in ("general", "domain")}
-    settings = {"seed": config["seed"], **common, **config["train"].get(kind, {})}
-    if settings.get("precision", "auto") == "auto":
-        settings["precision"] = config["model"].get("precision", "auto")
-    return dict(sorted(settings.items()))

@@ -20,6 +20,7 @@ import polars as pl
 from molorec.baselines import BASELINES, rank
 from molorec.io.parquet import write_json, write_parquet
 from molorec.metrics import HEADLINE, summarise, target_rank
+from molorec.schema import defaults
 
 PREDICTION_SCHEMA = {
     "user": pl.String,
@@ -33,15 +34,17 @@ PREDICTION_SCHEMA = {
 
 KEYS = ["user", "split", "position"]
 
+EVALUATE = defaults("evaluate")
+
 
 def scenario_examples(
     examples: pl.DataFrame,
     instructions: pl.DataFrame,
     split: str,
     scenario: str,
-    max_examples: int = 0,
+    max_examples: int = EVALUATE["max_examples"],
     adapted: pl.DataFrame | None = None,
-    exclude_adapted: bool = False,
+    exclude_adapted: bool = EVALUATE["exclude_adapted"],
 ) -> pl.DataFrame:
     """The examples of one split and scenario (warm: warm targets, cold: cold targets) that
     are evaluated, with their messages; the first ``max_examples`` in file order when > 0.
@@ -209,10 +212,10 @@ def predict_llm(
     rows: pl.DataFrame,
     titles: dict[str, str],
     backend: str,
-    max_new_tokens: int = 256,
-    batch_size: int = 8,
-    normalised: bool = False,
-    rank_score: str = "sum",
+    max_new_tokens: int = EVALUATE["max_new_tokens"],
+    batch_size: int = EVALUATE["batch_size"],
+    normalised: bool = EVALUATE["normalised_match"],
+    rank_score: str = EVALUATE["rank_score"],
 ) -> pl.DataFrame:
     """Rank the candidates of every row with the model (an adapter already applied).
     ``rank_score``: how the rank backend scores a title (predict.rank_candidates)."""

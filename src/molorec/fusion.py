@@ -1,18 +1,12 @@
-"""Fusion: mixing frozen LoRA adapters with weights learned at test time, without labels.
+"""Fusion: the mixing weights of frozen LoRA adapters (molorec.mixture), learned at test
+time without labels, and the stage that writes them for every lr of a grid.
 
-Every LoRA-targeted linear layer m gets mixing logits theta (one entry per adapter, shared
-per module, per transformer block or globally) and computes
-
-    W0 x + sum_i w_i * s_i * B_i A_i x,    w = softmax(theta / T)  or  sigmoid(theta)
-
-with the adapters frozen. The mixture is exported as ONE standard PEFT LoRA adapter,
-exactly: A stacked from the adapters' A matrices, B from their B matrices times weight
-and scaling, rank = sum of ranks, scaling 1.
-
-The objective (DESIGN.md section 2, step 8) is the mean entropy of the next-token
-distribution at the first k tokens of every title of the greedy answer. The answer is
-generated once with the KV cache and no gradient; one forward pass with gradient over
-prompt + answer then scores all chosen positions (the LM head runs only there).
+The objective is the mean entropy of the next-token distribution at the first k tokens of
+every title of the greedy answer (the original's). The answer is generated with the KV
+cache and no gradient; one forward pass with gradient over prompt + answer then scores the
+chosen positions (the LM head runs only there). Adaptation takes the objective and the
+guard as parameters: another objective is one function of (mixture, scored positions) and
+one OBJECTIVES entry, another guard one GUARDS entry.
 """
 
 from __future__ import annotations
@@ -20,292 +14,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from molorec.mixture import LoraAdapter, Mixture, collapsed_share, weight_entropy
 from molorec.predict import prompt_ids, stop_ids
+from molorec.settings import FusionSettings
 
 log = logging.getLogger("molorec.fusion")
-
-ADAPTER_FILE = "adapter_model.safetensors"
-CONFIG_FILE = "adapter_config.json"
-PEFT_PREFIX = "base_model.model."
-
-
-# --- adapters on disk ---------------------------------------------------------------------
-
-
-@dataclass
-class LoraAdapter:
-    """One PEFT LoRA adapter: per module stem, A [r, in] and B [out, r], and its scaling."""
-
-    path: Path
-    config: dict
-    A: dict[str, torch.Tensor]
-    B: dict[str, torch.Tensor]
-    scaling: float
-
-    @classmethod
-    def load(cls, path: str | Path) -> LoraAdapter:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        config = json.loads((path / CONFIG_FILE).read_text())
-        if config.get("rank_pattern") or config.get("alpha_pattern"):
-            raise ValueError(f"{path}: per-module rank or alpha patterns are not supported")
-        r, alpha = config["r"], config["lora_alpha"]
-        scaling = alpha / r**0.5 if config.get("use_rslora") else alpha / r
-        tensors = load_file(path / ADAPTER_FILE)
-        A, B = {}, {}
-        for key, value in tensors.items():
-            if key.endswith(".lora_A.weight"):
-                A[key[: -len(".lora_A.weight")]] = value
-            elif key.endswith(".lora_B.weight"):
-                B[key[: -len(".lora_B.weight")]] = value
-        if A.keys() != B.keys() or not A:
-            raise ValueError(f"{path}: not a LoRA adapter with matching A and B matrices")
-        return cls(path, config, A, B, scaling)
-
-
-def module_name(stem: str) -> str:
-    """Adapter key stem -> the module's name in the base model."""
-    return stem[len(PEFT_PREFIX) :] if stem.startswith(PEFT_PREFIX) else stem
-
-
-# --- the mixture --------------------------------------------------------------------------
-
-
-def group_of(stem: str, granularity: str) -> str:
-    """Which mixing logits a module uses: its own, its transformer block's, or the model's."""
-    if granularity == "module":
-        return stem
-    if granularity == "layer":
-        m = re.search(r"\.layers\.(\d+)\.", stem)
-        return f"layer{m.group(1)}" if m else "other"
-    if granularity == "global":
-        return "all"
-    raise ValueError(f"fusion.granularity {granularity!r}: module | layer | global")
-
-
-class MixingWeights(nn.Module):
-    """The learnable logits theta per group and the activation that turns them into weights.
-
-    ``floor`` > 0 keeps every weight in [floor, 1 - floor] (the floor guard): the activation's
-    output is squeezed affinely, so no adapter can be switched off entirely."""
-
-    def __init__(
-        self,
-        groups: list[str],
-        n_adapters: int,
-        activation: str,
-        temperature: float,
-        floor: float = 0.0,
-    ):
-        super().__init__()
-        if activation not in ("softmax", "sigmoid"):
-            raise ValueError(f"fusion.activation {activation!r}: softmax | sigmoid")
-        # softmax spreads n * floor over the adapters, sigmoid clips each weight at both ends
-        self.span = 1 - floor * (n_adapters if activation == "softmax" else 2)
-        if floor < 0 or self.span <= 0:
-            raise ValueError(f"fusion.guard_strength {floor}: a floor must leave weight to learn")
-        self.index = {g: i for i, g in enumerate(groups)}
-        # Equal initial weights: softmax(0) = 1/n each, sigmoid(0) = 1/2 each.
-        self.theta = nn.Parameter(torch.zeros(len(groups), n_adapters))
-        self.activation, self.temperature, self.floor = activation, temperature, floor
-
-    def raw(self) -> torch.Tensor:
-        if self.activation == "softmax":
-            return torch.softmax(self.theta / self.temperature, dim=-1)
-        return torch.sigmoid(self.theta)
-
-    def weights(self) -> torch.Tensor:
-        return self.floor + self.span * self.raw() if self.floor else self.raw()
-
-
-class MixtureLinear(nn.Module):
-    """A base linear layer plus a weighted sum of frozen LoRA updates; adds nothing else."""
-
-    def __init__(self, base: nn.Linear, A: list, B: list, scalings: list, mixing, group: str):
-        super().__init__()
-        self.base = base
-        dtype, device = base.weight.dtype, base.weight.device
-        # Stacked once: x A^T for all adapters in one matmul, then one B matmul.
-        self.register_buffer("A", torch.cat(A).to(device, dtype), persistent=False)
-        self.register_buffer("B", torch.cat(B, dim=1).to(device, dtype), persistent=False)
-        self.register_buffer("scaling", torch.tensor(scalings), persistent=False)
-        self.ranks = [a.shape[0] for a in A]
-        self.mixing = [mixing]  # a list: not registered as this module's child
-        self.group = group
-        self.merge_for_decoding = False
-        # Without gradient the weights change only at an optimizer step: computed once per
-        # version of theta (bumped by every in-place update), not once per decoded token.
-        self._scale: tuple[int, torch.dtype, torch.Tensor] | None = None
-        self._merged: tuple[int, torch.Tensor] | None = None
-
-    def mix(self) -> torch.Tensor:
-        """Effective weights w_i of this layer (after the activation)."""
-        mixing = self.mixing[0]
-        return mixing.weights()[mixing.index[self.group]]
-
-    def column_scale(self) -> torch.Tensor:
-        """Per rank-column factor w_i * s_i of the stacked matrices."""
-        mix = self.mix()
-        per_adapter = mix * self.scaling.to(mix.device)
-        return torch.repeat_interleave(
-            per_adapter, torch.tensor(self.ranks, device=per_adapter.device)
-        )
-
-    def decoding_scale(self, dtype: torch.dtype) -> torch.Tensor:
-        """column_scale without gradient, kept until theta changes: the very same values."""
-        version = self.mixing[0].theta._version
-        if self._scale is None or self._scale[:2] != (version, dtype):
-            self._scale = (version, dtype, self.column_scale().to(dtype))
-        return self._scale[2]
-
-    def merged_weight(self) -> torch.Tensor:
-        """W + B diag(w s) A at the current mixing weights, computed in fp32 and kept until
-        theta changes: one matmul per layer when decoding instead of three."""
-        version = self.mixing[0].theta._version
-        if self._merged is None or self._merged[0] != version:
-            with torch.no_grad():
-                delta = (self.B.float() * self.column_scale().float()) @ self.A.float()
-                weight = (self.base.weight.float() + delta).to(self.base.weight.dtype)
-            self._merged = (version, weight)
-        return self._merged[1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            scale = self.column_scale().to(x.dtype)
-        elif self.merge_for_decoding:
-            return F.linear(x, self.merged_weight(), self.base.bias)
-        else:
-            scale = self.decoding_scale(x.dtype)
-        return self.base(x) + F.linear(F.linear(x, self.A) * scale, self.B)
-
-
-def fitting_layer(model, stem: str, adapters: list[LoraAdapter]) -> nn.Linear:
-    """The base model's linear layer an adapter key wraps; an adapter trained on another
-    base model fails here, naming the module and the shapes, not deep inside a matmul."""
-    name = module_name(stem)
-    try:
-        layer = model.get_submodule(name)
-    except AttributeError:
-        layer = None
-    for adapter in adapters:
-        A, B = adapter.A[stem], adapter.B[stem]
-        if not isinstance(layer, nn.Linear):
-            raise ValueError(
-                f"{adapter.path}: {name} is not a linear layer of the base model: the adapter "
-                "was trained on another base model"
-            )
-        if A.shape[1] != layer.in_features or B.shape[0] != layer.out_features:
-            raise ValueError(
-                f"{adapter.path}: {name}: LoRA A {tuple(A.shape)} and B {tuple(B.shape)} do not "
-                f"fit the base layer ({layer.in_features} -> {layer.out_features}): the "
-                "adapter was trained on another base model"
-            )
-    return layer
-
-
-class Mixture(nn.Module):
-    """A base causal LM whose LoRA-targeted layers mix the given adapters."""
-
-    def __init__(
-        self,
-        model,
-        adapters: list[LoraAdapter],
-        granularity: str = "module",
-        activation: str = "softmax",
-        temperature: float = 1.0,
-        floor: float = 0.0,
-        merge_for_decoding: bool = False,
-    ):
-        super().__init__()
-        stems = list(adapters[0].A)
-        for adapter in adapters[1:]:
-            if set(adapter.A) != set(stems):
-                raise ValueError(
-                    f"{adapter.path}: wraps other modules than {adapters[0].path}; mixing needs "
-                    "the same target modules in every adapter"
-                )
-        self.model = model
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.adapters = adapters
-        self.stems = stems
-        groups = list(dict.fromkeys(group_of(s, granularity) for s in stems))
-        self.mixing = MixingWeights(groups, len(adapters), activation, temperature, floor)
-        self.layers: dict[str, MixtureLinear] = {}
-        for stem in stems:
-            parent_name, _, child = module_name(stem).rpartition(".")
-            base_layer = fitting_layer(model, stem, adapters)
-            parent = model.get_submodule(parent_name)
-            layer = MixtureLinear(
-                base_layer,
-                [a.A[stem] for a in adapters],
-                [a.B[stem] for a in adapters],
-                [a.scaling for a in adapters],
-                self.mixing,
-                group_of(stem, granularity),
-            )
-            layer.merge_for_decoding = merge_for_decoding
-            setattr(parent, child, layer)
-            self.layers[stem] = layer
-
-    def effective_weights(self) -> dict[str, list[float]]:
-        """Per wrapped layer (named as in the adapters' keys), the weights in adapter order."""
-        with torch.no_grad():
-            return {stem: layer.mix().tolist() for stem, layer in self.layers.items()}
-
-    def set_weights(self, weights: list[float]) -> None:
-        """Fix every layer's effective weights (e.g. [1, 0]); softmax needs a distribution."""
-        w = torch.tensor(weights, dtype=torch.float32)
-        w = (w - self.mixing.floor) / self.mixing.span
-        with torch.no_grad():
-            if self.mixing.activation == "softmax":
-                theta = torch.log(w.clamp_min(1e-30)) * self.mixing.temperature
-            else:
-                theta = torch.logit(w.clamp(1e-7, 1 - 1e-7))
-            self.mixing.theta.copy_(theta.expand_as(self.mixing.theta))
-
-    def export(self, out_dir: str | Path, tokenizer=None) -> Path:
-        """Write the mixture as one exact PEFT LoRA adapter (rank = sum of ranks, scaling 1)."""
-        from safetensors.torch import save_file
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        with torch.no_grad():
-            for stem, layer in self.layers.items():
-                A = torch.cat([a.A[stem] for a in self.adapters]).float()
-                B = torch.cat([b.B[stem] for b in self.adapters], dim=1).float()
-                tensors[f"{stem}.lora_A.weight"] = A.contiguous()
-                tensors[f"{stem}.lora_B.weight"] = (
-                    B * layer.column_scale().float().cpu()
-                ).contiguous()
-        save_file(tensors, out / ADAPTER_FILE, metadata={"format": "pt"})
-        rank = sum(a.config["r"] for a in self.adapters)
-        config = dict(self.adapters[0].config)
-        config.update(
-            r=rank,
-            lora_alpha=rank,  # scaling alpha / r = 1: the weights and scalings sit in B
-            use_rslora=False,
-            lora_dropout=0.0,
-            rank_pattern={},
-            alpha_pattern={},
-            target_modules=sorted({s.rsplit(".", 1)[-1] for s in self.stems}),
-        )
-        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(out)
-        return out
-
 
 # --- the objective ------------------------------------------------------------------------
 
@@ -430,48 +150,44 @@ def entropies(mixture: Mixture, scored: Scored) -> torch.Tensor:
     return entropy(logits)
 
 
+# An objective: per chosen position, the value adaptation minimises, with gradient.
+OBJECTIVES: dict[str, Callable[[Mixture, Scored], torch.Tensor]] = {"entropy": entropies}
+
+
+# --- guards -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What keeps a mixture from collapsing onto one adapter: a penalty on the logits'
+    distance from their start, added at every optimizer step, and a floor under every
+    weight, set on the mixture when it is built."""
+
+    l2: float = 0.0  # strength * sum((theta - theta_0)^2)
+    floor: float = 0.0  # every weight in [floor, 1 - floor]
+
+    def penalty(self, theta: torch.Tensor, start: torch.Tensor) -> torch.Tensor | None:
+        return self.l2 * (theta - start).pow(2).sum() if self.l2 else None
+
+
+# fusion.guard -> the guard of a fusion.guard_strength. none is the paper's method.
+GUARDS: dict[str, Callable[[float], Guard]] = {
+    "none": lambda strength: Guard(),
+    "l2": lambda strength: Guard(l2=strength),
+    "floor": lambda strength: Guard(floor=strength),
+}
+
+
+def guard_of(s: FusionSettings) -> Guard:
+    if s.guard not in GUARDS:
+        raise ValueError(f"fusion.guard {s.guard!r}: {' | '.join(GUARDS)}")
+    return GUARDS[s.guard](s.guard_strength)
+
+
 # --- adaptation ---------------------------------------------------------------------------
 
 
 SCHEDULES = ("pooled", "prompt")
-
-
-@dataclass
-class FusionSettings:
-    lr: float = 1.0
-    steps: int = 1  # passes over the adaptation prompts
-    # pooled (the original's): scored tokens pooled across prompts, one backward of the mean
-    # entropy / accumulation per tokens_per_backward of them, an optimizer step after every
-    # accumulation-th backward. prompt: a step per prompt batch (or per tokens_per_step).
-    schedule: str = "pooled"
-    tokens_per_backward: int = 60
-    accumulation: int = 4
-    prompts_per_step: int = 1  # schedule prompt
-    tokens_per_step: int = 0  # schedule prompt: scored tokens per step; 0 = a prompt batch's
-    granularity: str = "module"
-    activation: str = "softmax"
-    temperature: float = 1.0
-    k: int = 3
-    max_new_tokens: int = 128
-    seed: int = 42
-    # Off by default (the paper's method): l2 adds strength * sum((theta - theta_0)^2) to
-    # the entropy; floor keeps every weight in [strength, 1 - strength].
-    guard: str = "none"
-    guard_strength: float = 0.0
-    require_signal: bool = False  # a run that scored no token is an error, not a warning
-    # Greedy decoding (no gradient) through merged weights W + B diag(w s) A, kept until
-    # the next step: one matmul per layer instead of three, one copy of the wrapped layers'
-    # weights; the same answers in fp32, in bf16 rounded otherwise (answers may differ).
-    merge_for_decoding: bool = False
-    precision: str = "auto"  # model.precision: auto (bf16 on a GPU) | fp32 | bf16
-
-    @property
-    def floor(self) -> float:
-        return self.guard_strength if self.guard == "floor" else 0.0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FusionSettings:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def adapt(
@@ -482,18 +198,21 @@ def adapt(
     progress: bool = False,
     on_step=None,
     drafts: list[list[int]] | None = None,
+    objective: Callable[[Mixture, Scored], torch.Tensor] = OBJECTIVES["entropy"],
+    guard: Guard | None = None,
 ) -> list[dict]:
     """Learn the mixing logits on unlabeled prompts (system + user turns only) and return
     the trajectory, a row per backward; ``on_step(row)`` runs after every row (benchmarks
     evaluate the mixture there). ``drafts``: the pooled schedule's answer drafts
-    (``draft_answers`` at the starting weights), drafted here if not given."""
-    if s.guard not in GUARDS:
-        raise ValueError(f"fusion.guard {s.guard!r}: {' | '.join(GUARDS)}")
+    (``draft_answers`` at the starting weights), drafted here if not given. ``objective``:
+    per scored position the value to minimise; ``guard``: the settings' (guard_of) unless
+    given (its floor is the mixture's, set when the mixture was built)."""
     if s.schedule not in SCHEDULES:
         raise ValueError(f"fusion.schedule {s.schedule!r}: {' | '.join(SCHEDULES)}")
     torch.manual_seed(s.seed)
     mixture.model.eval()  # no dropout: the objective must be deterministic
-    adaptation = _Adaptation(mixture, tokenizer, s, on_step)
+    guard = guard or guard_of(s)
+    adaptation = _Adaptation(mixture, tokenizer, s, objective, guard, on_step)
     if s.schedule == "prompt":
         return adaptation.per_prompt(prompts, progress)
     trajectory = adaptation.pooled(prompts, progress, drafts)
@@ -509,8 +228,9 @@ def adapt(
 class _Adaptation:
     """The optimizer, the guard and the trajectory shared by both schedules."""
 
-    def __init__(self, mixture: Mixture, tokenizer, s: FusionSettings, on_step=None):
+    def __init__(self, mixture: Mixture, tokenizer, s: FusionSettings, objective, guard, on_step):
         self.mixture, self.tokenizer, self.s, self.on_step = mixture, tokenizer, s, on_step
+        self.objective, self.guard = objective, guard
         self.theta = mixture.mixing.theta
         self.start = self.theta.detach().clone()
         self.optimizer = torch.optim.Adam([self.theta], lr=s.lr)
@@ -522,9 +242,10 @@ class _Adaptation:
         self.draft_tokens_kept = self.decoded_tokens = 0
 
     def step(self) -> None:
-        """One Adam step on the gradients accumulated so far (the l2 guard's added here)."""
-        if self.s.guard == "l2":
-            (self.s.guard_strength * (self.theta - self.start).pow(2).sum()).backward()
+        """One Adam step on the gradients accumulated so far (the guard's penalty added)."""
+        penalty = self.guard.penalty(self.theta, self.start)
+        if penalty is not None:
+            penalty.backward()
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.optimizer_steps += 1
@@ -571,7 +292,7 @@ class _Adaptation:
                     chunk = scored.subset(slice(lo, lo + size))
                     loss = None
                     if len(chunk.rows):  # an empty answer gives no signal: logged, not stepped
-                        loss = answer_entropy(self.mixture, chunk)
+                        loss = self.objective(self.mixture, chunk).mean()
                         self.optimizer.zero_grad()
                         loss.backward()
                         self.step()
@@ -635,7 +356,7 @@ class _Adaptation:
                     while positions:
                         take, positions = positions[: size - pooled], positions[size - pooled :]
                         scored = sequence_positions(ids, answer, take, self.theta.device)
-                        total = entropies(self.mixture, scored).sum()
+                        total = self.objective(self.mixture, scored).sum()
                         (total / (size * accumulation)).backward()
                         pooled, pooled_entropy = (
                             pooled + len(take),
@@ -767,24 +488,6 @@ def sequence_positions(ids: list[int], answer: list[int], chosen: list[int], dev
     )
 
 
-GUARDS = ("none", "l2", "floor")
-COLLAPSE = 0.01  # a weight below this or above 1 - this switches an adapter (nearly) off
-
-
-def weight_entropy(w: torch.Tensor) -> float:
-    """Mean entropy (nats) of the groups' weights, each normalised to sum 1: ln(n) for equal
-    weights, 0 for a mixture that has collapsed onto one adapter everywhere."""
-    p = w / w.sum(-1, keepdim=True)
-    return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
-
-
-def collapsed_share(general_weights: list[float], eps: float = COLLAPSE) -> float:
-    """Share of the modules whose general-adapter weight is below eps or above 1 - eps."""
-    if not general_weights:
-        return 0.0
-    return sum(w < eps or w > 1 - eps for w in general_weights) / len(general_weights)
-
-
 TRAJECTORY_FIELDS = [
     "step",
     "loss",
@@ -823,10 +526,11 @@ def write_outputs(
 
 
 PROMPT_CHOICES = ("target_scenario", "first_n")
+PROMPT_CHOICE = FusionSettings.prompt_choice  # the schema's default
 
 
 def adaptation_prompts(
-    instructions, scenario: str, adapt_on: str, n: int, choice: str = "target_scenario"
+    instructions, scenario: str, adapt_on: str, n: int | None, choice: str = PROMPT_CHOICE
 ) -> list[list[dict]]:
     """The first n prompts of the split, without their answers: the assistant turn (the
     label) is dropped here and never reaches the objective.
@@ -854,7 +558,7 @@ def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
         settings.granularity,
         settings.activation,
         settings.temperature,
-        settings.floor,
+        guard_of(settings).floor,
         settings.merge_for_decoding,
     )
     if cuda:  # after wrapping: the mixing logits move with the layers
@@ -862,54 +566,26 @@ def load_mixture(base: str, adapters: list[str], settings: FusionSettings):
     return mixture, tokenizer
 
 
-def run(
-    base: str,
-    adapters: list[str],
-    instructions: str,
-    scenario: str,
-    adapt_on: str,
-    n_prompts: int,
-    settings: FusionSettings,
-    out_dir: str | Path,
-    progress: bool = False,
-    prompt_choice: str = "target_scenario",
-) -> dict:
-    """Adapt the mixing weights of ``adapters`` on a scenario's prompts and write the result."""
-    runs = run_lrs(
-        base,
-        adapters,
-        instructions,
-        scenario,
-        adapt_on,
-        n_prompts,
-        {settings.lr: out_dir},
-        settings,
-        progress,
-        prompt_choice,
-    )
-    return runs[0]
-
-
 def run_lrs(
     base: str,
     adapters: list[str],
     instructions: str,
     scenario: str,
-    adapt_on: str,
-    n_prompts: int,
     out_dirs: dict[float, str | Path],
     settings: FusionSettings,
     progress: bool = False,
-    prompt_choice: str = "target_scenario",
 ) -> list[dict]:
     """Every learning rate of a scenario's grid from one load of the base model: each
     starts from the same equal weights (theta reset to 0) and a fresh optimizer, so each
-    result is the one a run of its own gives. ``out_dirs``: lr -> output folder."""
+    result is the one a run of its own gives. ``out_dirs``: lr -> output folder; the
+    prompts are the scenario's that the settings choose (n_prompts, adapt_on,
+    prompt_choice)."""
     import polars as pl
 
     mixture, tokenizer = load_mixture(base, adapters, settings)
+    adapt_on, prompt_choice = settings.adapt_on, settings.prompt_choice
     prompts = adaptation_prompts(
-        pl.read_parquet(instructions), scenario, adapt_on, n_prompts, prompt_choice
+        pl.read_parquet(instructions), scenario, adapt_on, settings.n_prompts, prompt_choice
     )
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
@@ -967,7 +643,9 @@ def run_uniform(
     write_outputs(mixture, tokenizer, [], out_dir)
 
 
-def adaptation_rows(frame, scenario: str, adapt_on: str, n: int, choice: str = "target_scenario"):
+def adaptation_rows(
+    frame, scenario: str, adapt_on: str, n: int | None, choice: str = PROMPT_CHOICE
+):
     """The rows of ``frame`` (instructions.parquet, or examples.parquet: the same rows in the
     same order) whose prompts fusion adapts on: the first n of the split, those of the
     scenario's targets under ``target_scenario``. Evaluation reads it too, to state and
@@ -979,4 +657,4 @@ def adaptation_rows(frame, scenario: str, adapt_on: str, n: int, choice: str = "
     rows = frame.filter(pl.col("split") == adapt_on)
     if choice == "target_scenario":
         rows = rows.filter(pl.col("cold") == (scenario == "cold"))
-    return rows.head(n)
+    return rows if n is None else rows.head(n)

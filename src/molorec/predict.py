@@ -21,9 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from molorec.data.titles import SEPARATOR
+from molorec.io.titles import SEPARATOR
+from molorec.schema import defaults
 
 _SPACE = re.compile(r"\s+")
+
+EVALUATE = defaults("evaluate")
 
 
 def normalise(title: str) -> str:
@@ -78,7 +81,11 @@ def stop_ids(tokenizer) -> set[int]:
 
 
 def generate_texts(
-    model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    max_new_tokens: int,
+    batch_size: int = EVALUATE["batch_size"],
 ) -> list[str]:
     """Greedy answers for a list of prompts (system + user turns)."""
     tokenizer.padding_side = "left"

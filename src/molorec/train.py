@@ -34,33 +34,9 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from molorec.settings import TrainSettings
+
 log = logging.getLogger("molorec.train")
-
-
-@dataclass
-class TrainSettings:
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    epochs: float = 2
-    max_steps: int = 0  # > 0 stops early (tests, smoke runs)
-    per_device_batch: int = 4
-    grad_accum: int = 32
-    max_length: int = 1200
-    seed: int = 42
-    gradient_checkpointing: bool = False
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
-    save_every: int = 50
-    keep_checkpoints: int = 2
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # --- encoding ---------------------------------------------------------------------------

@@ -16,12 +16,9 @@ with log_to(snakemake.log[0]) as log:
         [snakemake.input.general, snakemake.input.domain],
         snakemake.input.data,
         snakemake.wildcards.scenario,
-        snakemake.params.adapt_on,
-        snakemake.params.n_prompts,
         {float(lr): out / folder for lr, folder in snakemake.params.lrs},
         FusionSettings.from_dict(snakemake.params.settings),
         progress=True,
-        prompt_choice=snakemake.params.prompt_choice,
     )
     for info in infos:
         log.info(

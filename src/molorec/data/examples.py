@@ -44,22 +44,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from molorec.settings import ExampleSettings
+
 SPLIT_ORDER = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class ExampleSettings:
-    seed: int
-    domain: str
-    role: str  # general | target
-    n_candidates: int = 30
-    answer: str = "target_plus_random"  # target_plus_random | target_only
-    answer_size: int = 5
-    max_history: int = 50
-    domain_train_samples: int = 30000
-    cold_item_fraction: float = 0.1
-    selection_fraction: float = 0.1
-    held_out_negatives: str = "matched"  # matched | any
 
 
 def stable_hash(*parts: object) -> int:

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from molorec.io.amazon import read_amazon
-from molorec.io.mooccube import read_mooccube
+from molorec.io.formats import FORMATS
 from molorec.io.parquet import write_json, write_parquet
 from molorec.io.rawfile import FileAccount
-
-FORMATS = ("amazon2014", "amazon2018", "amazon2023", "mooccube")
 
 
 def read_domain(spec: dict, max_malformed: float):
     """Events, titles and file accounts of one domain, whatever its raw format."""
-    on_truncated = spec.get("on_truncated", "error")
-    if spec["format"] == "mooccube":
-        return read_mooccube(spec["path"], on_truncated, max_malformed)
-    return read_amazon(spec["format"], spec["reviews"], spec["meta"], on_truncated, max_malformed)
+    return FORMATS[spec["format"]].read(spec, max_malformed)
 
 
 def resolve_titles(titles: pl.DataFrame, account: FileAccount) -> pl.DataFrame:

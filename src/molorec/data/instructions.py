@@ -14,19 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from molorec.data.titles import SEPARATOR
 from molorec.io.parquet import parquet_sink, to_arrow
+from molorec.io.titles import SEPARATOR
+from molorec.schema import defaults
 
-DEFAULT_PROMPT = {
-    "system": "You are a helpful recommendation assistant.",
-    "user": (
-        "Given the following purchase history of a user:[{history}]. Please select the top "
-        "{answer_size} most likely products to be purchased by the user based on the user's "
-        "purchase history. And sort them from highest to lowest likelihood of purchasing."
-        "Candidates: [{candidates}]. The top {answer_size} most likely products to be "
-        "purchased by the user are:"
-    ),
-}
+# The original's prompt, as the schema's defaults (prompt.system, prompt.user) say.
+DEFAULT_PROMPT = defaults("prompt")
 TEMPLATE_FIELDS = ("history", "candidates", "answer_size", "n_candidates")
 BATCH_ROWS = 20_000
 

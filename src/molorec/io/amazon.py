@@ -14,11 +14,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from molorec.data.titles import clean_title
-from molorec.io.rawfile import FileAccount, read_records
-
-EVENT_SCHEMA = {"user": pl.String, "item": pl.String, "ts_ms": pl.Int64}
-TITLE_SCHEMA = {"item": pl.String, "title": pl.String}
+from molorec.io.rawfile import EVENT_SCHEMA, TITLE_SCHEMA, FileAccount, read_records
+from molorec.io.titles import clean_title
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import polars as pl
 
-from molorec.data.titles import clean_title
-from molorec.io.amazon import EVENT_SCHEMA, TITLE_SCHEMA
-from molorec.io.rawfile import FileAccount, iter_lines, read_records, truncation_error
+from molorec.io.rawfile import (
+    EVENT_SCHEMA,
+    TITLE_SCHEMA,
+    FileAccount,
+    iter_lines,
+    read_records,
+    truncation_error,
+)
+from molorec.io.titles import clean_title
 
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 

@@ -15,6 +15,13 @@ from pathlib import Path
 
 import polars as pl
 
+from molorec.schema import defaults
+
+# The frames every format's reader returns: events (one per interaction, its file line
+# alongside) and titles (one per metadata record).
+EVENT_SCHEMA = {"user": pl.String, "item": pl.String, "ts_ms": pl.Int64}
+TITLE_SCHEMA = {"item": pl.String, "title": pl.String}
+
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 1 << 22
 FLUSH_RECORDS = 1 << 19
@@ -159,7 +166,7 @@ def read_records(
     extract: Callable[[object], tuple | str],
     schema: dict[str, pl.DataType],
     on_truncated: str = "error",
-    max_malformed_fraction: float = 0.001,
+    max_malformed_fraction: float = defaults("data")["max_malformed_fraction"],
     skip: Callable[[bytes], str | None] | None = None,
 ) -> tuple[pl.DataFrame, FileAccount]:
     """Parse every line and extract one record from it.

@@ -23,7 +23,7 @@ could be trained on:
 Printed: per composition the rows, the share of the evaluated users whose previous step
 was trained on, HR@1 / HR@3 / NDCG@3 with 95% intervals, and paired bootstrap p-values.
 
-    python benchmarks/bench_domain_rows.py [--workdir /tmp/molorec-domain-rows]
+    python studies/which_rows_to_train_on.py [--workdir /tmp/molorec-domain-rows]
                                            [--domain beauty] [--examples 100]
 """
 
@@ -36,7 +36,8 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from bench_pipeline import REPO, prepare
+
+from molorec.sample.prepare import REPO, pipeline_workdir
 
 PAPER_TRAIN_PER_VAL = 30000 / 22363  # Beauty: sampled training rows per validation row
 KEYS = ["user", "split", "position"]
@@ -79,16 +80,17 @@ def main() -> None:
 
     import torch
 
-    from molorec.config import check_config, train_settings
+    from molorec.config import check_config
     from molorec.evaluate import predict_llm
     from molorec.metrics import paired_bootstrap, per_example, summarise, target_rank
     from molorec.model import load_base, model_dtype
+    from molorec.settings import train_settings
     from molorec.train import TrainSettings, train
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     sample_count = config["data"]["domain_train_samples"]
     config["data"]["domain_train_samples"] = 10**9  # every training row, sampled here
-    cmd = prepare(args.workdir, config, fresh=False)  # keeps the built model
+    cmd = pipeline_workdir(args.workdir, config, fresh=False)  # keeps the built model
     data = Path("results/data", args.domain)
     base = Path("results/models", config["model"]["base"])
     targets = [str(data / "examples.parquet"), str(data / "instructions.parquet"), str(base)]

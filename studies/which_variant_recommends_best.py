@@ -14,7 +14,7 @@ rank scores (evaluate.rank_score: mean), and greedy decoding (evaluate.backend: 
 the paper's protocol). With --guards, the fusion guards and the label-free prompt choice
 as before.
 
-    python benchmarks/bench_quality.py [--workdir /tmp/molorec-quality]
+    python studies/which_variant_recommends_best.py [--workdir /tmp/molorec-quality]
                                        [--warm-examples 32] [--train-scale 1.5]
                                        [--reruns adapted mean generate] [--guards]
 """
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import polars as pl
 import yaml
-from bench_pipeline import REPO, prepare
+
+from molorec.sample.prepare import REPO, pipeline_workdir
 
 GUARDS = [("l2", 0.01), ("floor", 0.05)]
 # Fusion reruns beside the paper's method: each guard, and the label-free prompt choice.
@@ -214,7 +215,7 @@ def main() -> None:
             fmt_str_lengths=80,
         )
 
-    seconds = run(prepare(args.workdir, config, fresh=not args.keep))
+    seconds = run(pipeline_workdir(args.workdir, config, fresh=not args.keep))
     print(
         f"beauty, {config['data']['n_candidates']} candidates, up to "
         f"{args.warm_examples} test examples per scenario, {config['model']['base']}, "
@@ -236,7 +237,7 @@ def main() -> None:
         label, settings = RERUNS[name]
         changed = copy.deepcopy(config)
         changed["evaluate"] |= settings | {"order_check": "none"}
-        seconds = run(prepare(args.workdir, changed, fresh=False))
+        seconds = run(pipeline_workdir(args.workdir, changed, fresh=False))
         table = quality_table(args.workdir).filter(
             pl.col("variant").is_in([*LLM_VARIANTS, "content", "brand", "novelty", "random"])
         )
@@ -246,19 +247,23 @@ def main() -> None:
         print(summary_section(args.workdir, "## Did it learn?"))
         print(summary_section(args.workdir, "## Generated answers"))
         reruns[name] = table.to_dicts()
-    (args.workdir / "bench_quality.json").write_text(json.dumps({"reruns": reruns}, indent=1))
+    (args.workdir / "which_variant_recommends_best.json").write_text(
+        json.dumps({"reruns": reruns}, indent=1)
+    )
     if not args.guards:
-        prepare(args.workdir, config, fresh=False)  # leave the workdir at the main settings
+        pipeline_workdir(
+            args.workdir, config, fresh=False
+        )  # leave the workdir at the main settings
         return
 
     guards = fusion_rows(args.workdir, "paper (no guard, target_scenario prompts)")
     for name, settings in FUSION_VARIANTS:
         changed = copy.deepcopy(config)
         changed["fusion"] |= settings
-        seconds = run(prepare(args.workdir, changed, fresh=False))
+        seconds = run(pipeline_workdir(args.workdir, changed, fresh=False))
         guards += fusion_rows(args.workdir, name)
         print(f"{name}: fusion and its evaluations rerun in {seconds:.0f} s")
-    prepare(args.workdir, config, fresh=False)  # leave the workdir at the paper's method
+    pipeline_workdir(args.workdir, config, fresh=False)  # leave the workdir at the paper's method
     with show():
         print(pl.DataFrame(guards))
         steps = validation_by_step(args.workdir, config, "none", 0.0)

@@ -9,7 +9,7 @@ adapter trains on). It prints, per schedule and scenario: optimizer steps, the c
 share and weight entropy after each step, and HR@1 + HR@3 + NDCG@3 on the selection set at
 the lr the selection set picks; the schedule with the best mean over the scenarios wins.
 
-    python benchmarks/bench_fusion_schedule.py --workdir /tmp/molorec-quickstart [--domain beauty]
+    python studies/which_fusion_schedule.py --workdir /tmp/molorec-quickstart [--domain beauty]
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def main() -> None:
     for scenario in ("warm", "cold"):
         rows = scenario_examples(examples, instructions, "val", scenario)
         for name, schedule in CANDIDATES.items():
-            s = FusionSettings.from_dict(base_settings | schedule)
+            n = base_settings["n_prompts"][scenario]
+            s = FusionSettings.from_dict(base_settings | schedule | {"n_prompts": n})
             folders = {
                 lr: out / name.split(" (")[0].replace(" ", "_") / scenario / f"lr{lr:g}"
                 for lr in base_settings["lr_grid"][scenario]
@@ -81,11 +82,8 @@ def main() -> None:
                 adapters,
                 str(data / "instructions.parquet"),
                 scenario,
-                base_settings["adapt_on"],
-                base_settings["n_prompts"][scenario],
                 folders,
                 s,
-                prompt_choice=base_settings["prompt_choice"],
             )
             preds = dict(
                 predict_variants(

@@ -8,7 +8,7 @@ as config.yaml; bf16 autocast where the CPU has it), and after each of ``--check
 the held-back rows are ranked with the `rank` backend. Printed: steps, training loss,
 HR@1 and HR@3 on the held-back rows, seconds so far.
 
-    python benchmarks/bench_steps.py --results /tmp/molorec-quickstart/results
+    python studies/how_many_training_steps.py --results /tmp/molorec-quickstart/results
                                      [--domain beauty] [--lr 1e-3] [--checks 0,8,16,32]
 """
 

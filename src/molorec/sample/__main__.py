@@ -1,0 +1,5 @@
+"""python -m molorec.sample OUT_DIR: write the bundled sample."""
+
+from molorec.sample import main
+
+main()

@@ -1,0 +1,108 @@
+"""The set-up the benchmarks and studies share: a base model built once into a cache, and
+one domain's data stage (ingest -> examples -> instructions) run with the library as the
+pipeline runs it, on the bundled sample or on any raw dumps."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from molorec.data import examples, ingest
+from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
+from molorec.schema import defaults
+from molorec.settings import SEED, ExampleSettings
+
+# The repository (benchmarks and studies run from a clone: the sample is not packaged).
+REPO = Path(__file__).resolve().parents[3]
+SAMPLE = REPO / "resources" / "sample"
+
+
+def sample_spec(domain: str = "beauty") -> dict:
+    """The domains.<domain> entry of config.yaml for a bundled sample domain."""
+    files = {
+        "beauty": ("amazon2014", "reviews_Beauty_5.json.gz", "meta_Beauty.json.gz"),
+        "cell_phones": (
+            "amazon2014",
+            "reviews_Cell_Phones_and_Accessories_5.json.gz",
+            "meta_Cell_Phones_and_Accessories.json.gz",
+        ),
+    }
+    fmt, reviews, meta = files[domain]
+    folder = SAMPLE / fmt
+    return {"format": fmt, "reviews": str(folder / reviews), "meta": str(folder / meta)}
+
+
+def base_model(cache: Path, name: str = "tiny-qwen2") -> Path:
+    """A base model the pipeline builds (tiny-qwen2, smollm2-135m), built once into cache."""
+    from molorec.model import build_base
+
+    model = Path(cache) / name
+    if not (model / ".complete").exists():
+        shutil.rmtree(model, ignore_errors=True)
+        model.parent.mkdir(parents=True, exist_ok=True)
+        build_base(name, model)
+        (model / ".complete").touch()
+    return model
+
+
+@dataclass
+class DataStage:
+    """One domain's data stage: its files, the seconds per step, and what each step said."""
+
+    paths: dict[str, Path]
+    seconds: dict[str, float] = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    instructions: int = 0
+
+
+def data_stage(
+    spec: dict, out: Path, domain: str, role: str = "target", seed: int = SEED, **settings
+) -> DataStage:
+    """Ingest, examples and instructions of one domain under ``out``, as config.yaml's
+    defaults say, with ``settings`` (data keys: kcore, max_malformed_fraction,
+    domain_train_samples, ...) over them."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = defaults("data") | settings
+    names = ("interactions", "items", "examples")
+    paths = {k: out / f"{k}.parquet" for k in names}
+    paths |= {
+        "quality": out / "quality.json",
+        "summary": out / "examples.json",
+        "instructions": out / "instructions.parquet",
+    }
+    stage = DataStage(paths)
+    t = time.perf_counter()
+    stage.quality = ingest.run(domain, spec, data, paths)
+    stage.seconds["ingest_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    taken = {k: data[k] for k in ExampleSettings.__dataclass_fields__ if k in data}
+    example_settings = ExampleSettings(seed=seed, domain=domain, role=role, **taken)
+    stage.summary = examples.run(paths["interactions"], paths["items"], example_settings, paths)
+    stage.seconds["examples_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    stage.instructions = write_instructions(
+        paths["examples"], paths["items"], paths["instructions"], domain, DEFAULT_PROMPT, data
+    )
+    stage.seconds["instructions_s"] = time.perf_counter() - t
+    return stage
+
+
+def pipeline_workdir(workdir: Path, config: dict, fresh: bool = True) -> list[str]:
+    """A working folder with ``config`` as its config.yaml and the repository's resources
+    linked in (its relative paths resolve there); returns the snakemake command."""
+    workdir = Path(workdir)
+    if fresh:
+        shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "resources").exists():
+        (workdir / "resources").symlink_to(REPO / "resources")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "all"]
+    return cmd + ["--directory", str(workdir)]
