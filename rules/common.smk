@@ -8,7 +8,6 @@ from molorec.config import ConfigError, canonical, check_config
 from molorec.io.formats import FORMATS
 from molorec.model import TINY, built_here, is_gguf, resolve_base
 from molorec.plan import (
-    RESULTS,
     SCENARIOS,
     SELECTED,
     SPLITS,
