@@ -132,6 +132,9 @@ def test_loss_falls_and_log_is_written(tiny, tmp_path):
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 1.0
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json"):
         assert (out / name).is_file()
+    # all-linear, expanded: written in one order whatever the process's hash seed
+    modules = json.loads((out / "adapter_config.json").read_text())["target_modules"]
+    assert len(modules) > 2 and modules == sorted(modules)
 
 
 def test_memorises_answers_and_reloads_with_peft(tiny, tmp_path):

@@ -48,7 +48,7 @@ def merge_adapters(
     write ``out_dir/adapter/`` (a PEFT adapter with the tokenizer) and merge_info.json."""
     from peft import PeftModel
 
-    from molorec.model import load_base
+    from molorec.model import load_base, sort_target_modules
 
     if method not in METHODS:
         raise ValueError(f"merge method {method!r}: expected one of {', '.join(METHODS)}")
@@ -71,6 +71,7 @@ def merge_adapters(
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         # peft saves an adapter that is not the default one in a folder of its name
+        sort_target_modules(peft_model)
         peft_model.save_pretrained(tmp, selected_adapters=[MERGED])
         shutil.move(str(Path(tmp) / MERGED), adapter)
     tokenizer.save_pretrained(adapter)

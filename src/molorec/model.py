@@ -290,3 +290,12 @@ def load_base(path: str, dtype=None, device=None):
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def sort_target_modules(peft_model) -> None:
+    """peft keeps an expanded target_modules ("all-linear") as a set and saves it in the
+    set's order, which changes with the process's hash seed: sorted before saving, an
+    adapter_config.json is the same file on every run."""
+    for config in peft_model.peft_config.values():
+        if isinstance(config.target_modules, set):
+            config.target_modules = sorted(config.target_modules)

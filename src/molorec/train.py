@@ -34,6 +34,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from molorec.model import sort_target_modules
 from molorec.settings import TrainSettings
 
 log = logging.getLogger("molorec.train")
@@ -408,6 +409,7 @@ def train(
     out = Path(out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        sort_target_modules(model)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         write_log(ckpt.log_rows, out / "train_log.csv")
