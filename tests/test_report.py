@@ -267,3 +267,9 @@ def test_fusion_runs_without_signal_or_collapsed_are_flagged(tmp_path):
     assert dict(health.select("lr", "optimizer_steps").iter_rows())["2"] == 2
     assert flags["2"] == "collapsed: 50% of modules at 0 or 1"
     assert flags["1"] == ""
+    # What each run learned: the general weight per layer type and the weights' entropy.
+    row = health.filter(pl.col("lr") == "1").row(0, named=True)
+    assert row["general_weight_up_proj"] == pytest.approx((0.6 + 0.3) / 2)
+    uniform = health.filter(pl.col("lr") == "0.5").row(0, named=True)
+    assert uniform["weight_entropy"] == pytest.approx(math.log(2), abs=1e-6)
+    assert row["weight_entropy"] < uniform["weight_entropy"]

@@ -208,9 +208,12 @@ def verdicts(tests: pl.DataFrame, alpha: float) -> list[str]:
 
 def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl.DataFrame:
     """Per fusion run: scored tokens, whether the weights moved, the collapsed share of
-    modules (general weight < 0.01 or > 0.99) and the final mean general weight; a run
-    that learned nothing or collapsed is flagged."""
-    from molorec.fusion import collapsed_share
+    modules (general weight < 0.01 or > 0.99), the final mean general weight, overall and
+    per layer type (q_proj, up_proj, ...), and the mean entropy of the weights (ln 2:
+    equal); a run that learned nothing or collapsed is flagged."""
+    import torch
+
+    from molorec.mixture import collapsed_share, weight_entropy
 
     rows = []
     for domain in domains:
@@ -244,11 +247,25 @@ def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl
                         "optimizer_steps": steps,
                         "scored_tokens": scored,
                         "general_weight_mean": float(np.mean(general)),
+                        **{
+                            f"general_weight_{kind}": float(np.mean(values))
+                            for kind, values in sorted(_by_layer_type(weights).items())
+                        },
+                        "weight_entropy": weight_entropy(torch.tensor(list(weights.values()))),
                         "collapsed_share": share,
                         "flag": "; ".join(flags),
                     }
                 )
     return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _by_layer_type(weights: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The general adapter's weight of every wrapped layer, by the layer's type (the last
+    part of its name: q_proj, up_proj, ...)."""
+    kinds: dict[str, list[float]] = {}
+    for stem, w in weights.items():
+        kinds.setdefault(stem.rsplit(".", 1)[-1], []).append(w[0])
+    return kinds
 
 
 def _variant(results: Path, domain: str, scenario: str, variant: str) -> Path:
