@@ -19,19 +19,11 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from molorec.plan import SCENARIOS, domains_with_role, gpu_jobs
+from molorec.plan import GPU_RULES, SCENARIOS, domains_with_role, gpu_jobs
 
 HERE = Path(__file__).parent / "models"
 THROUGHPUT = HERE / "throughput.yaml"
 SIZES = HERE / "domain_sizes.yaml"
-# The stage of the table each GPU rule's work counts in; the uniform mixture only loads.
-STAGE_OF = {
-    "train_general_adapter": "train",
-    "train_domain_adapter": "train",
-    "fuse_adapters": "fusion",
-    "uniform_adapter": "fusion",
-    "evaluate_llm": "evaluate",
-}
 
 
 @dataclass
@@ -161,8 +153,7 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
     orders = 1 if evaluate["order_check"] == "none" else 2
     for job in gpu_jobs(config):  # one base-model load each
         d, sc = job.domain, job.scenario
-        stage = STAGE_OF[job.rule]
-        w = work[stage]
+        w = work[GPU_RULES[job.rule]]
         w.loads += 1
         if job.rule == "train_general_adapter":
             general = domains_with_role(config, "general")

@@ -119,13 +119,14 @@ class Job:
     variants: list[str] = field(default_factory=list)
 
 
-GPU_RULES = (
-    "train_general_adapter",
-    "train_domain_adapter",
-    "fuse_adapters",
-    "uniform_adapter",
-    "evaluate_llm",
-)
+# Every GPU rule, and the stage of the cost plan (molorec.cost) its work counts in.
+GPU_RULES = {
+    "train_general_adapter": "train",
+    "train_domain_adapter": "train",
+    "fuse_adapters": "fusion",
+    "uniform_adapter": "fusion",  # the uniform mixture only loads the model
+    "evaluate_llm": "evaluate",
+}
 
 
 def gpu_jobs(config: dict) -> list[Job]:

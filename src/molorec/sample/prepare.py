@@ -14,8 +14,9 @@ import yaml
 
 from molorec.data import examples, ingest
 from molorec.data.instructions import DEFAULT_PROMPT, write_instructions
+from molorec.io.formats import FORMATS
 from molorec.schema import defaults
-from molorec.settings import SEED, ExampleSettings
+from molorec.settings import SEED, example_settings
 
 # The repository (benchmarks and studies run from a clone: the sample is not packaged).
 REPO = Path(__file__).resolve().parents[3]
@@ -23,18 +24,12 @@ SAMPLE = REPO / "resources" / "sample"
 
 
 def sample_spec(domain: str = "beauty") -> dict:
-    """The domains.<domain> entry of config.yaml for a bundled sample domain."""
-    files = {
-        "beauty": ("amazon2014", "reviews_Beauty_5.json.gz", "meta_Beauty.json.gz"),
-        "cell_phones": (
-            "amazon2014",
-            "reviews_Cell_Phones_and_Accessories_5.json.gz",
-            "meta_Cell_Phones_and_Accessories.json.gz",
-        ),
-    }
-    fmt, reviews, meta = files[domain]
-    folder = SAMPLE / fmt
-    return {"format": fmt, "reviews": str(folder / reviews), "meta": str(folder / meta)}
+    """The domains.<domain> entry of the repository's config.yaml (a bundled sample
+    domain), its paths made absolute."""
+    spec = dict(yaml.safe_load((REPO / "config.yaml").read_text())["domains"][domain])
+    for key in FORMATS[spec["format"]].keys:
+        spec[key] = str(REPO / spec[key])
+    return spec
 
 
 def base_model(cache: Path, name: str = "tiny-qwen2") -> Path:
@@ -82,9 +77,9 @@ def data_stage(
     stage.quality = ingest.run(domain, spec, data, paths)
     stage.seconds["ingest_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    taken = {k: data[k] for k in ExampleSettings.__dataclass_fields__ if k in data}
-    example_settings = ExampleSettings(seed=seed, domain=domain, role=role, **taken)
-    stage.summary = examples.run(paths["interactions"], paths["items"], example_settings, paths)
+    config = {"seed": seed, "data": data, "domains": {domain: {"role": role}}}
+    settings_of = example_settings(config, domain)
+    stage.summary = examples.run(paths["interactions"], paths["items"], settings_of, paths)
     stage.seconds["examples_s"] = time.perf_counter() - t
     t = time.perf_counter()
     stage.instructions = write_instructions(
