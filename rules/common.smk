@@ -12,9 +12,17 @@ from molorec.plan import (
     SELECTED,
     SPLITS,
     adapter_dir,
+    control_dir,
+    controls,
     eval_dir,
     fusion_dir,
-    lr_label,
+    grid_eval_dir,
+    grid_points,
+    grid_source,
+    grid_variants,
+    merge_dir,
+    merge_grid,
+    merge_methods,
     lr_variants,
     report_variants,
     run_variants,
@@ -187,17 +195,23 @@ def run_adapter(domain, scenario, variant):
     return variant_adapter(domain, scenario, variant, GENERAL_ADAPTER)
 
 
-def eval_inputs(wildcards):
-    """Examples, prompts and titles of the domain, the base model and the adapters of the
-    variants one evaluation job runs."""
-    d, sc, sp = wildcards.domain, wildcards.scenario, wildcards.split
-    data = f"results/data/{d}"
-    adapters = [run_adapter(d, sc, v) for v in run_variants(config, sc, sp)]
+def eval_data_inputs(domain):
+    """Examples, prompts and titles of the domain and the base model: what every LLM
+    evaluation job reads beside its adapters."""
+    data = f"results/data/{domain}"
     return {
         "examples": f"{data}/examples.parquet",
         "instructions": f"{data}/instructions.parquet",
         "catalog": f"{data}/items.parquet",
         "base": base_model_input(None),
+    }
+
+
+def eval_inputs(wildcards):
+    """eval_data_inputs and the adapters of the variants one evaluation job runs."""
+    d, sc, sp = wildcards.domain, wildcards.scenario, wildcards.split
+    adapters = [run_adapter(d, sc, v) for v in run_variants(config, sc, sp)]
+    return eval_data_inputs(d) | {
         "adapters": list(dict.fromkeys(a for a in adapters if a is not None)),
     }
 
@@ -225,6 +239,54 @@ def select_inputs(wildcards):
     return {split: eval_dir(d, sc, split) for split in SPLITS}
 
 
+# Grid variants (molorec.plan.grid_variants): peft merges and fusion controls, each with
+# merge or fusion jobs, evaluation jobs and a selection of its own.
+MERGE_METHODS = merge_methods(config)
+CONTROLS_ON = controls(config)
+GRID_VARIANTS = grid_variants(config)
+GRID_SELECTED_DIR = variant_dir("{domain}", "{scenario}", "{grid}")
+
+
+def grid_adapter(domain, scenario, grid, point):
+    """The folder of one point of a grid variant: its adapter lies in it, under adapter/."""
+    return f"{grid_source(domain, scenario, grid)}/{point}"
+
+
+def grid_eval_inputs(wildcards):
+    """evaluate_llm's inputs, with the grid variant's job output as the adapters."""
+    d, sc = wildcards.domain, wildcards.scenario
+    return eval_data_inputs(d) | {"adapters": [grid_source(d, sc, wildcards.grid)]}
+
+
+def grid_eval_jobs(wildcards):
+    """[point, adapter folder, output folder] of every point of a grid variant."""
+    d, sc, g, sp = wildcards.domain, wildcards.scenario, wildcards.grid, wildcards.split
+    return [
+        [p, grid_adapter(d, sc, g, p), f"{grid_eval_dir(d, sc, g, sp)}/{p}"]
+        for p in grid_points(config, g, sc)
+    ]
+
+
+def selected_eval_inputs(wildcards):
+    """evaluate_llm's inputs, with the grid variant's adapters and its selection."""
+    d, sc, g = wildcards.domain, wildcards.scenario, wildcards.grid
+    return grid_eval_inputs(wildcards) | {
+        "selection": f"{variant_dir(d, sc, g)}/selection.json"
+    }
+
+
+def selected_eval_jobs(wildcards):
+    """The chosen point's job: {selected} is filled in from the selection (evaluate_llm.py)."""
+    d, sc, g = wildcards.domain, wildcards.scenario, wildcards.grid
+    return [[g, grid_adapter(d, sc, g, "{selected}"), variant_dir(d, sc, g)]]
+
+
+def grid_outputs(d):
+    """Every merge and control fusion output of a target domain."""
+    merges = [merge_dir(d, m) for m in MERGE_METHODS]
+    return merges + [control_dir(d, c, sc) for c in CONTROLS_ON for sc in SCENARIOS]
+
+
 def evaluations():
     """Every evaluation output: the LLM jobs' folders, the selections, the baselines."""
     outputs = []
@@ -232,6 +294,16 @@ def evaluations():
         for sc in SCENARIOS:
             outputs += [eval_dir(d, sc, sp) for sp in SPLITS]
             outputs.append(f"{variant_dir(d, sc, SELECTED)}/selection.json")
+            for g in GRID_VARIANTS:
+                outputs.append(grid_eval_dir(d, sc, g, "val"))
+                outputs += [
+                    f"{variant_dir(d, sc, g)}/{name}"
+                    for name in (
+                        "selection.json",
+                        "predictions.parquet",
+                        "metrics.json",
+                    )
+                ]
             outputs += [
                 f"{variant_dir(d, sc, b)}/{name}"
                 for b in config["evaluate"]["baselines"]
@@ -244,7 +316,9 @@ def fusions():
     return [
         path
         for d in TARGET_DOMAINS
-        for path in [uniform_dir(d)] + [fusion_dir(d, sc) for sc in SCENARIOS]
+        for path in [uniform_dir(d)]
+        + [fusion_dir(d, sc) for sc in SCENARIOS]
+        + grid_outputs(d)
     ]
 
 
@@ -260,6 +334,16 @@ def benchmarks():
     pairs = {"domain": TARGET_DOMAINS, "scenario": SCENARIOS}
     files += expand(rules.fuse_adapters.benchmark, **pairs)
     files += expand(rules.evaluate_llm.benchmark, split=SPLITS, **pairs)
+    if MERGE_METHODS:
+        files += expand(
+            rules.merge_adapters.benchmark, domain=TARGET_DOMAINS, method=MERGE_METHODS
+        )
+    if CONTROLS_ON:
+        files += expand(rules.fuse_control.benchmark, control=CONTROLS_ON, **pairs)
+    if GRID_VARIANTS:
+        files += expand(
+            rules.evaluate_grid.benchmark, grid=GRID_VARIANTS, split=SPLITS, **pairs
+        )
     if config["evaluate"]["baselines"]:
         files += expand(rules.evaluate_baselines.benchmark, **pairs)
     return files

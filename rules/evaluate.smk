@@ -23,6 +23,7 @@ rule evaluate_llm:
         base=BASE_MODEL,
         settings=eval_settings(config),
         prompt=instruction_params,
+        split=lambda w: w.split,
         jobs=eval_jobs,
     script:
         "../workflow/scripts/evaluate_llm.py"
@@ -47,7 +48,7 @@ rule select_molorec:
         mem_mb=1000,
         runtime=5,
     params:
-        lrs=lambda w: [lr_label(lr) for lr in config["fusion"]["lr_grid"][w.scenario]],
+        points=lambda w: lr_variants(config, w.scenario),
     script:
         "../workflow/scripts/select_molorec.py"
 
@@ -107,6 +108,7 @@ rule report:
         ),
         cost="results/report/cost.csv",
         fusion_runs="results/report/fusion_runs.csv",
+        mixing="results/report/mixing.csv",
         plots=report(
             directory("results/report/plots"),
             patterns=["{name}.png"],
@@ -132,3 +134,65 @@ rule report:
         adjust=config["report"]["adjust"],
     script:
         "../workflow/scripts/report.py"
+
+
+# A grid variant (merges.methods, controls) on the selection set: every point of its grid
+# from one load of the base model, on the very examples and candidates of evaluate_llm.
+use rule evaluate_llm as evaluate_grid with:
+    input:
+        unpack(grid_eval_inputs),
+    output:
+        directory(grid_eval_dir("{domain}", "{scenario}", "{grid}", "{split}")),
+    log:
+        "logs/eval/{domain}/{scenario}/{grid}/{split}.log",
+    benchmark:
+        "results/benchmarks/eval/{domain}/{scenario}/{grid}/{split}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        grid="|".join(GRID_VARIANTS) or "^$",
+        split="val",
+    params:
+        base=BASE_MODEL,
+        settings=eval_settings(config),
+        prompt=instruction_params,
+        split="val",
+        jobs=grid_eval_jobs,
+
+
+# The point of a grid variant best on the selection set, as select_molorec chooses an lr;
+# only that point is evaluated on test (evaluate_selected).
+use rule select_molorec as select_grid with:
+    input:
+        val=grid_eval_dir("{domain}", "{scenario}", "{grid}", "val"),
+    output:
+        selection=f"{GRID_SELECTED_DIR}/selection.json",
+    log:
+        "logs/eval/{domain}/{scenario}/{grid}/select.log",
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        grid="|".join(GRID_VARIANTS) or "^$",
+    params:
+        points=lambda w: grid_points(config, w.grid, w.scenario),
+
+
+# The chosen point of a grid variant on the test examples of every other variant.
+use rule evaluate_llm as evaluate_selected with:
+    input:
+        unpack(selected_eval_inputs),
+    output:
+        **order_check_outputs(GRID_SELECTED_DIR),
+        predictions=f"{GRID_SELECTED_DIR}/predictions.parquet",
+        metrics=f"{GRID_SELECTED_DIR}/metrics.json",
+    log:
+        "logs/eval/{domain}/{scenario}/{grid}/test.log",
+    benchmark:
+        "results/benchmarks/eval/{domain}/{scenario}/{grid}/test.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        grid="|".join(GRID_VARIANTS) or "^$",
+    params:
+        base=BASE_MODEL,
+        settings=eval_settings(config),
+        prompt=instruction_params,
+        split="test",
+        jobs=selected_eval_jobs,

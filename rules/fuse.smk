@@ -52,3 +52,50 @@ rule uniform_adapter:
         settings=lambda w: fusion_settings(config, w.domain),
     script:
         "../workflow/scripts/uniform_adapter.py"
+
+
+# One job per (domain, merge method): every point of its grid (merges.weights x
+# merges.densities) from one load of the base model, each in its own folder.
+rule merge_adapters:
+    input:
+        general=GENERAL_ADAPTER,
+        domain=adapter_dir("{domain}"),
+        base=base_model_input,
+    output:
+        directory(merge_dir("{domain}", "{method}")),
+    log:
+        "logs/merges/{domain}/{method}.log",
+    benchmark:
+        "results/benchmarks/merges/{domain}/{method}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        method="|".join(MERGE_METHODS) or "^$",
+    conda:
+        "../envs/molorec.yaml"
+    threads: 1
+    resources:
+        mem_mb=stage_resource("fuse", "mem_mb"),
+        runtime=stage_resource("fuse", "runtime"),
+    params:
+        base=BASE_MODEL,
+        points=lambda w: merge_grid(config, w.method),
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/merge_adapters.py"
+
+
+# A fusion control (controls): molorec's fusion job with the control's settings.
+use rule fuse_adapters as fuse_control with:
+    output:
+        directory(control_dir("{domain}", "{control}", "{scenario}")),
+    log:
+        "logs/fusion/{domain}/{control}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/fusion/{domain}/{control}/{scenario}.tsv"
+    wildcard_constraints:
+        domain="|".join(TARGET_DOMAINS) or "^$",
+        control="|".join(CONTROLS_ON) or "^$",
+    params:
+        base=BASE_MODEL,
+        settings=lambda w: fusion_settings(config, w.domain, w.scenario, w.control),
+        lrs=fused_lrs,

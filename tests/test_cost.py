@@ -42,14 +42,20 @@ def test_the_paper_config_is_planned_from_the_domains_sizes(tmp_path, capsys):
     assert "github.com/QwenLM/Qwen" in out  # every throughput figure names its source
 
 
-def test_model_loads_are_the_gpu_jobs_snakemake_plans(one_target_run, tokenizer):
+def test_model_loads_are_the_gpu_jobs_snakemake_plans(one_target_run, tokenizer, tmp_path):
     workdir = one_target_run[0]
-    config = check_config(yaml.safe_load((workdir / "config.yaml").read_text()), workdir)
+    # The run's config with two merge methods and both fusion controls: every GPU rule.
+    raw = yaml.safe_load((workdir / "config.yaml").read_text())
+    raw["merges"] = {"methods": ["ties", "cat"], "weights": [[0.5, 0.5], [1, 1]]}
+    raw["controls"] = ["molorec_selection", "molorec_supervised"]
+    configfile = tmp_path / "grid.yaml"
+    configfile.write_text(yaml.safe_dump(raw))
+    config = check_config(raw, workdir)
     work = plan(config, workdir / "results", tokenizer)
     assert "examples.parquet" in work["train"].notes[0]  # counted from the data
     assert work["train"].train > 0 and work["evaluate"].prefill > 0
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--nolock"]
-    cmd += ["--directory", str(workdir), "-n", "--forceall"]
+    cmd += ["--directory", str(workdir), "-n", "--forceall", "--configfile", str(configfile)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     table = out.split("Job stats:", 1)[1].split("total", 1)[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}

@@ -664,3 +664,36 @@ def test_the_schema_offers_exactly_the_registered_guards_and_schedules():
     assert fusion["schedule"]["enum"] == list(SCHEDULES)
     assert all(isinstance(GUARDS[name](0.1), Guard) for name in GUARDS)
     assert "entropy" in OBJECTIVES  # the paper's objective, the default of adapt()
+
+
+def test_the_supervised_objective_is_the_training_loss(tiny, tokenizer, random_pair):
+    """answer_nll over every answer token of a labelled example is the trainer's loss of the
+    same mixture on the same encoding (molorec.train.answer_loss): the label's tokens are
+    the targets, each predicted from the position before it."""
+    from molorec.fusion import answer_nll, sequence_positions
+    from molorec.train import answer_loss, collate, encode
+
+    mixture = Mixture(load_base(tiny)[0], [LoraAdapter.load(p) for p in random_pair])
+    (e,), _ = encode(tokenizer, [conversation(1, f"{TITLES[2]}||{TITLES[4]}")], 1 << 30)
+    ids, answer = e.input_ids[: e.n_prompt], e.input_ids[e.n_prompt :]
+    scored = sequence_positions(ids, answer, list(range(len(answer))), "cpu")
+    with torch.no_grad():
+        ours = answer_nll(mixture, scored)
+        total, count = answer_loss(mixture.model, collate([e], tokenizer.pad_token_id, "cpu"))
+    assert len(ours) == count == len(answer)
+    assert float(ours.sum()) == pytest.approx(float(total), rel=1e-5)
+
+
+def test_supervised_adaptation_fits_the_labelled_answers(tiny, tokenizer, random_pair, tmp_path):
+    """The molorec_supervised control: run_lrs with the answer_nll objective reads the
+    assistant turns of the selection set and lowers their loss; fusion_info says so."""
+    data = instructions(tmp_path / "d.parquet", 4, split="val")
+    s = FusionSettings(adapt_on="val", n_prompts=4, objective="answer_nll", steps=3)
+    (info,) = run_lrs(tiny, random_pair, data, "warm", {1.0: tmp_path / "lr1"}, s)
+    assert info["labels_read"] and info["objective"] == "answer_nll"
+    # 4 examples x 3 passes, a backward each and a step per accumulation (4) of them
+    assert info["optimizer_steps"] == 3
+
+    # The same 4 examples in every pass: the third pass's losses are below the first's.
+    losses = pl.read_csv(tmp_path / "lr1/trajectory.csv")["loss"].to_list()
+    assert len(losses) == 12 and sum(losses[8:]) < sum(losses[:4])

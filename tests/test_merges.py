@@ -70,3 +70,29 @@ def test_a_merge_names_what_it_cannot_do(tiny, same_rank_pair, tmp_path):
     with pytest.raises(ValueError, match="density"):
         merge_adapters(tiny, same_rank_pair, "ties", [0.5, 0.5], tmp_path)
     assert set(PRUNING) < set(METHODS)
+
+
+def test_a_grid_from_one_load_equals_a_merge_per_point(tiny, same_rank_pair, tmp_path):
+    """merge_points merges every point of a grid on one loaded model: each point's files
+    are those of a merge of its own (no state carried from one point to the next)."""
+    from molorec.merges import merge_points
+
+    points = {
+        tmp_path / "grid/w0.5_0.5_d0.5": {"weights": [0.5, 0.5], "density": 0.5},
+        tmp_path / "grid/w1_1_d0.3": {"weights": [1, 1], "density": 0.3},
+    }
+    merge_points(tiny, same_rank_pair, "dare_ties", points, seed=3)
+    for folder, point in points.items():
+        alone = tmp_path / "alone" / folder.name
+        merge_adapters(
+            tiny, same_rank_pair, "dare_ties", point["weights"], alone, point["density"], 3
+        )
+        for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
+            assert (folder / name).read_bytes() == (alone / name).read_bytes(), name
+
+
+def test_the_schema_offers_exactly_peft_s_methods():
+    from molorec.schema import load_schema
+
+    schema = load_schema()["properties"]["merges"]["properties"]["methods"]
+    assert schema["items"]["enum"] == list(METHODS)

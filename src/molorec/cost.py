@@ -20,6 +20,7 @@ import polars as pl
 import yaml
 
 from molorec.plan import GPU_RULES, SCENARIOS, domains_with_role, gpu_jobs
+from molorec.settings import CONTROL_SETTINGS
 
 HERE = Path(__file__).parent / "models"
 THROUGHPUT = HERE / "throughput.yaml"
@@ -166,14 +167,18 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
         n, ln = counts[d], lengths[d]
         if job.rule == "train_domain_adapter":
             w.train += epochs("domain", n["train"], ln.train_prompt + ln.answer)
-        elif job.rule == "fuse_adapters":
+        elif job.rule in ("fuse_adapters", "fuse_control"):
+            control = CONTROL_SETTINGS.get(job.grid, {})
+            adapt_on = control.get("adapt_on", fusion["adapt_on"])
             answer = min(ln.answer, fusion["max_new_tokens"])
-            prompts = min(fusion["n_prompts"][sc], n[f"{fusion['adapt_on']}_{sc}"] or 0)
+            prompts = min(fusion["n_prompts"][sc], n[f"{adapt_on}_{sc}"] or 0)
             runs = len(job.variants) * fusion["steps"]
-            w.prefill += runs * prompts * ln.eval_prompt  # greedy answers: prompt, then decode
-            w.decode += runs * prompts * answer
+            if control.get("objective", "entropy") == "entropy":
+                # greedy answers: prompt, then decode
+                w.prefill += runs * prompts * ln.eval_prompt
+                w.decode += runs * prompts * answer
             w.train += runs * prompts * (ln.eval_prompt + answer)  # the scored pass, with grad
-        elif job.rule == "evaluate_llm":
+        elif job.rule.startswith("evaluate"):  # merges load the model only
             rows = n[f"{job.split}_{sc}"]
             if evaluate["max_examples"] > 0:
                 rows = min(rows, evaluate["max_examples"])

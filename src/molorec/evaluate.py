@@ -513,33 +513,70 @@ def write_order_check(
     )
 
 
-def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> dict:
-    """The learning rate chosen on the selection set (held-out validation examples) by
-    HR@1 + HR@3 + NDCG@3, never on test labels; the original's test-selected choice is
-    reported beside it, labelled optimistic."""
+def select_setting(val_metrics: dict[str, dict], test_metrics: dict[str, dict] | None) -> dict:
+    """The setting (a key of both dicts, tried in their order) chosen on the selection set
+    (held-out validation examples) by HR@1 + HR@3 + NDCG@3, never on test labels; ties go
+    to the first. Where every setting was evaluated on test too (``test_metrics``), the
+    setting test labels would choose is reported beside it, labelled optimistic."""
 
     def score(m: dict) -> float:
         return sum(m[k] for k in HEADLINE)
 
-    lrs = sorted(val_metrics, key=float)
-    if all(val_metrics[lr]["n"] == 0 for lr in lrs):
+    settings = list(val_metrics)
+    if all(val_metrics[k]["n"] == 0 for k in settings):
         # No selection example in this scenario (a small domain's few cold targets): nothing
-        # to choose on, so the grid's smallest lr, and selection.json says so.
-        chosen, criterion = lrs[0], "no selection examples: the grid's smallest lr"
+        # to choose on, so the grid's first setting, and selection.json says so.
+        chosen, criterion = settings[0], "no selection examples: the grid's first setting"
     else:
-        chosen = max(lrs, key=lambda lr: score(val_metrics[lr]))
+        chosen = max(settings, key=lambda k: score(val_metrics[k]))
         criterion = "+".join(HEADLINE) + " on the selection set (held-out validation)"
-    optimistic = max(sorted(test_metrics), key=lambda lr: score(test_metrics[lr]))
-    return {
+    selection = {
         "criterion": criterion,
         "selection_examples": val_metrics[chosen]["n"],
-        "selected_lr": chosen,
-        "optimistic_lr": optimistic,
+        "selected": chosen,
+        "selection_score": score(val_metrics[chosen]),
+        "val_scores": {k: score(m) for k, m in val_metrics.items()},
+    }
+    if test_metrics is None:
+        return selection
+    optimistic = max(settings, key=lambda k: score(test_metrics[k]))
+    return selection | {
+        "optimistic": optimistic,
         "selected_test": {k: test_metrics[chosen][k] for k in HEADLINE},
         "optimistic_test": {k: test_metrics[optimistic][k] for k in HEADLINE},
         "optimism_gap": score(test_metrics[optimistic]) - score(test_metrics[chosen]),
-        "val_scores": {lr: score(m) for lr, m in val_metrics.items()},
     }
+
+
+def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> dict:
+    """select_setting over learning rates (keys: lr labels), tried from the smallest."""
+    lrs = sorted(val_metrics, key=float)
+    chosen = select_setting({lr: val_metrics[lr] for lr in lrs}, test_metrics)
+    chosen["criterion"] = chosen["criterion"].replace(
+        "the grid's first setting", "the grid's smallest lr"
+    )
+    chosen["selected_lr"], chosen["optimistic_lr"] = (
+        chosen.pop("selected"),
+        chosen.pop("optimistic"),
+    )
+    return chosen
+
+
+def select_point(val_metrics: dict[str, dict], test_metrics: dict[str, dict] | None) -> dict:
+    """select_setting over the folders of a grid (lr<lr> of a fusion grid, a merge's
+    points), in the grid's order; for molorec's fused lrs (evaluated on test too) also
+    selected_lr and optimistic_lr, as select_lr gives them."""
+    if test_metrics is not None and all(p.startswith("lr") for p in val_metrics):
+        label = {p[2:]: p for p in val_metrics}
+        chosen = select_lr(
+            {lr: val_metrics[p] for lr, p in label.items()},
+            {lr: test_metrics[p] for lr, p in label.items()},
+        )
+        return chosen | {
+            "selected": label[chosen["selected_lr"]],
+            "optimistic": label[chosen["optimistic_lr"]],
+        }
+    return select_setting(val_metrics, test_metrics)
 
 
 def load_metrics(path: str | Path) -> dict:

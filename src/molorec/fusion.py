@@ -135,8 +135,8 @@ def answer_entropy(mixture: Mixture, scored: Scored) -> torch.Tensor:
     return entropies(mixture, scored).mean()
 
 
-def entropies(mixture: Mixture, scored: Scored) -> torch.Tensor:
-    """Entropy at each chosen position, with gradient. The model's own accessors (its
+def scored_logits(mixture: Mixture, scored: Scored) -> torch.Tensor:
+    """The logits at each chosen position, with gradient. The model's own accessors (its
     decoder body and output embeddings) reach the hidden states and the LM head, whatever
     an architecture names them (Llama/Qwen ``model``/``lm_head``, GPT-NeoX ``gpt_neox``,
     BioGPT ``biogpt``/``output_projection``)."""
@@ -146,12 +146,29 @@ def entropies(mixture: Mixture, scored: Scored) -> torch.Tensor:
         attention_mask=scored.attention_mask,
         position_ids=scored.position_ids,
     ).last_hidden_state
-    logits = model.get_output_embeddings()(hidden[scored.rows, scored.cols])
-    return entropy(logits)
+    return model.get_output_embeddings()(hidden[scored.rows, scored.cols])
+
+
+def entropies(mixture: Mixture, scored: Scored) -> torch.Tensor:
+    """Entropy at each chosen position, with gradient."""
+    return entropy(scored_logits(mixture, scored))
+
+
+def answer_nll(mixture: Mixture, scored: Scored) -> torch.Tensor:
+    """Negative log-likelihood of the sequence's own next token at each chosen position:
+    with the labelled answer as the sequence, the recommendation loss of training."""
+    targets = scored.input_ids[scored.rows, scored.cols + 1]
+    logits = scored_logits(mixture, scored).float()
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
 
 
 # An objective: per chosen position, the value adaptation minimises, with gradient.
-OBJECTIVES: dict[str, Callable[[Mixture, Scored], torch.Tensor]] = {"entropy": entropies}
+# entropy needs no label (molorec); answer_nll reads the labelled answers (the
+# molorec_supervised control).
+OBJECTIVES: dict[str, Callable[[Mixture, Scored], torch.Tensor]] = {
+    "entropy": entropies,
+    "answer_nll": answer_nll,
+}
 
 
 # --- guards -------------------------------------------------------------------------------
@@ -223,6 +240,53 @@ def adapt(
         adaptation.decoded_tokens,
     )
     return trajectory
+
+
+def adapt_supervised(
+    mixture: Mixture,
+    tokenizer,
+    conversations: list[list[dict]],
+    s: FusionSettings,
+    progress: bool = False,
+) -> list[dict]:
+    """Learn the mixing logits on labelled examples (system, user and assistant turns):
+    the mean answer_nll of each example's answer tokens, encoded as training encodes them
+    (molorec.train.encode), one backward per example and an Adam step per ``accumulation``
+    of them, for ``steps`` passes; a partial last group is applied too. Returns the
+    trajectory, a row per backward, as adapt's."""
+    from tqdm import tqdm
+
+    from molorec.train import encode
+
+    torch.manual_seed(s.seed)
+    mixture.model.eval()
+    encoded, _ = encode(tokenizer, conversations, max_length=1 << 30)
+    adaptation = _Adaptation(
+        mixture, tokenizer, s, OBJECTIVES["answer_nll"], guard_of(s), on_step=None
+    )
+    device = adaptation.theta.device
+    bar = tqdm(total=s.steps * len(encoded), disable=not progress, desc="fusion", mininterval=10)
+    adaptation.optimizer.zero_grad()
+    pending = 0
+    for _ in range(s.steps):
+        for e in encoded:
+            ids, answer = e.input_ids[: e.n_prompt], e.input_ids[e.n_prompt :]
+            scored = sequence_positions(ids, answer, list(range(len(answer))), device)
+            loss = adaptation.objective(mixture, scored).mean()
+            (loss / s.accumulation).backward()
+            pending += 1
+            stepped = pending == s.accumulation
+            if stepped:
+                adaptation.step()
+                pending = 0
+            adaptation.log(float(loss.detach()), len(answer), len(answer), stepped)
+            bar.update(1)
+    if pending:
+        adaptation.step()
+        adaptation.trajectory[-1]["stepped"] = 1
+        adaptation.trajectory[-1]["optimizer_steps"] = adaptation.optimizer_steps
+    bar.close()
+    return adaptation.trajectory
 
 
 class _Adaptation:
@@ -582,11 +646,16 @@ def run_lrs(
     prompt_choice)."""
     import polars as pl
 
+    if settings.objective not in OBJECTIVES:
+        raise ValueError(f"fusion objective {settings.objective!r}: {' | '.join(OBJECTIVES)}")
     mixture, tokenizer = load_mixture(base, adapters, settings)
     adapt_on, prompt_choice = settings.adapt_on, settings.prompt_choice
-    prompts = adaptation_prompts(
+    rows = adaptation_rows(
         pl.read_parquet(instructions), scenario, adapt_on, settings.n_prompts, prompt_choice
     )
+    supervised = settings.objective != "entropy"  # reads the labelled answers
+    conversations = rows["messages"].to_list()
+    prompts = [[t for t in messages if t["role"] != "assistant"] for messages in conversations]
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
     infos, drafts = [], None
@@ -594,10 +663,13 @@ def run_lrs(
         with torch.no_grad():
             mixture.mixing.theta.zero_()
         mixture.mixing.theta.grad = None
-        if drafts is None and settings.schedule == "pooled":  # every lr starts at theta 0
-            drafts = draft_answers(mixture, tokenizer, prompts, settings.max_new_tokens)
         lr_settings = replace(settings, lr=float(lr))
-        trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress, drafts=drafts)
+        if supervised:
+            trajectory = adapt_supervised(mixture, tokenizer, conversations, lr_settings, progress)
+        else:
+            if drafts is None and settings.schedule == "pooled":  # every lr starts at theta 0
+                drafts = draft_answers(mixture, tokenizer, prompts, settings.max_new_tokens)
+            trajectory = adapt(mixture, tokenizer, prompts, lr_settings, progress, drafts=drafts)
         scored = sum(row["scored_tokens"] for row in trajectory)
         steps = trajectory[-1]["optimizer_steps"] if trajectory else 0
         if steps == 0:
@@ -623,6 +695,8 @@ def run_lrs(
             "scenario": scenario,
             "adapt_on": adapt_on,
             "prompt_choice": prompt_choice,
+            "objective": settings.objective,
+            "labels_read": supervised,
             "prompts": len(prompts),
             "scored_tokens": scored,
             "optimizer_steps": steps,

@@ -46,42 +46,71 @@ def merge_adapters(
 ) -> Path:
     """Merge ``adapters`` (folders, in order) with ``weights`` by peft's ``method`` and
     write ``out_dir/adapter/`` (a PEFT adapter with the tokenizer) and merge_info.json."""
+    point = {"label": Path(out_dir).name, "weights": weights, "density": density}
+    merge_points(base, adapters, method, {Path(out_dir): point}, seed)
+    return Path(out_dir) / "adapter"
+
+
+def check_point(method: str, n_adapters: int, weights: list[float], density) -> None:
+    if method not in METHODS:
+        raise ValueError(f"merge method {method!r}: expected one of {', '.join(METHODS)}")
+    if len(weights) != n_adapters:
+        raise ValueError(f"{n_adapters} adapters but {len(weights)} weights")
+    if (density is not None) != (method in PRUNING):
+        raise ValueError(f"merge method {method}: density is for {', '.join(sorted(PRUNING))}")
+
+
+def merge_points(
+    base: str, adapters: list[str], method: str, points: dict[Path, dict], seed: int = 0
+) -> list[dict]:
+    """Every point of a method's grid from one load of the base model: ``points`` maps an
+    output folder to its ``weights`` and ``density``. Each merge starts from the same
+    loaded adapters and a generator seeded anew, so each folder is the one a merge of its
+    own writes. Returns the merge_info of every point."""
     from peft import PeftModel
 
     from molorec.model import load_base, sort_target_modules
 
-    if method not in METHODS:
-        raise ValueError(f"merge method {method!r}: expected one of {', '.join(METHODS)}")
-    if len(weights) != len(adapters):
-        raise ValueError(f"{len(adapters)} adapters but {len(weights)} weights")
-    if (density is not None) != (method in PRUNING):
-        raise ValueError(f"merge method {method}: density is for {', '.join(sorted(PRUNING))}")
+    for point in points.values():
+        check_point(method, len(adapters), point["weights"], point["density"])
     model, tokenizer = load_base(base)
     names = [f"adapter{i}" for i in range(len(adapters))]
     peft_model = PeftModel.from_pretrained(model, adapters[0], adapter_name=names[0])
     for name, path in zip(names[1:], adapters[1:], strict=True):
         peft_model.load_adapter(path, adapter_name=name)
-    torch.manual_seed(seed)
-    peft_model.add_weighted_adapter(
-        names, list(weights), MERGED, combination_type=method, density=density
-    )
-    out = Path(out_dir)
-    adapter = out / "adapter"
-    shutil.rmtree(adapter, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out) as tmp:
-        # peft saves an adapter that is not the default one in a folder of its name
-        sort_target_modules(peft_model)
-        peft_model.save_pretrained(tmp, selected_adapters=[MERGED])
-        shutil.move(str(Path(tmp) / MERGED), adapter)
-    tokenizer.save_pretrained(adapter)
-    info = {
-        "adapters": list(adapters),
-        "method": method,
-        "weights": list(weights),
-        "density": density,
-        "seed": seed,
-        "rank": peft_model.peft_config[MERGED].r,
-    }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    return adapter
+    infos = []
+    for out_dir, point in points.items():
+        torch.manual_seed(seed)
+        peft_model.add_weighted_adapter(
+            names,
+            list(point["weights"]),
+            MERGED,
+            combination_type=method,
+            density=point["density"],
+        )
+        out = Path(out_dir)
+        adapter = out / "adapter"
+        shutil.rmtree(adapter, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            # peft saves an adapter that is not the default one in a folder of its name;
+            # its merges want target_modules as a set again afterwards
+            kept = {n: c.target_modules for n, c in peft_model.peft_config.items()}
+            sort_target_modules(peft_model)
+            peft_model.save_pretrained(tmp, selected_adapters=[MERGED])
+            for name, config in peft_model.peft_config.items():
+                config.target_modules = kept[name]
+            shutil.move(str(Path(tmp) / MERGED), adapter)
+        tokenizer.save_pretrained(adapter)
+        info = {
+            "adapters": [str(a) for a in adapters],
+            "method": method,
+            "weights": list(point["weights"]),
+            "density": point["density"],
+            "seed": seed,
+            "rank": peft_model.peft_config[MERGED].r,
+        }
+        (out / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+        infos.append(info)
+        peft_model.delete_adapter(MERGED)
+    return infos

@@ -10,6 +10,14 @@ Layout under ``results/`` (paths relative to the workflow's directory):
                                                 scenario, split): every variant of it
     eval/{domain}/{scenario}/molorec/           the lr chosen on the selection set
     eval/{domain}/{scenario}/{baseline}/        the non-LLM baselines (test)
+
+Grid variants (merges.methods, controls) each have jobs of their own, so that adding one
+plans only its jobs:
+
+    merges/{domain}/{method}/{point}/           one merge job per (domain, method)
+    fusion/{domain}/{control}/{scenario}/lr{lr}/ one fusion job per (domain, control, scenario)
+    eval/{domain}/{scenario}/{variant}/val/{point}/  every point on the selection set
+    eval/{domain}/{scenario}/{variant}/         the point chosen there, on test
 """
 
 from __future__ import annotations
@@ -50,8 +58,81 @@ def is_run(variant: str) -> bool:
 
 
 def report_variants(config: dict) -> list[str]:
-    """The variants of the report's tables: the LLM ones, then the configured baselines."""
-    return [*VARIANTS, *config["evaluate"]["baselines"]]
+    """The variants of the report's tables: the LLM ones, the grid variants, then the
+    configured baselines."""
+    return [*VARIANTS, *grid_variants(config), *config["evaluate"]["baselines"]]
+
+
+# --- grid variants: a grid of settings evaluated on both splits, one chosen on val ------------
+
+MERGE = "merge_"  # merge_<method>: peft's add_weighted_adapter (molorec.merges)
+CONTROLS = ("molorec_selection", "molorec_supervised")  # fusion controls (molorec.fusion)
+
+
+def merge_methods(config: dict) -> list[str]:
+    return list(config.get("merges", {}).get("methods", []))
+
+
+def controls(config: dict) -> list[str]:
+    return list(config.get("controls", []))
+
+
+def grid_variants(config: dict) -> list[str]:
+    """merge_<method> of every configured merge method, then the configured controls."""
+    return [f"{MERGE}{m}" for m in merge_methods(config)] + controls(config)
+
+
+def is_merge(variant: str) -> bool:
+    return variant.startswith(MERGE)
+
+
+def merge_method(variant: str) -> str:
+    return variant[len(MERGE) :]
+
+
+def merge_grid(config: dict, method: str) -> list[dict]:
+    """The points of a merge method's grid: its label (the folder name), the [general,
+    domain] weights and the density (None for the methods that do not prune)."""
+    from molorec.merges import PRUNING
+
+    merges = config["merges"]
+    densities = merges["densities"] if method in PRUNING else [None]
+    points = []
+    for weights in merges["weights"]:
+        for density in densities:
+            label = "w" + "_".join(f"{w:g}" for w in weights)
+            label += "" if density is None else f"_d{density:g}"
+            points.append({"label": label, "weights": list(weights), "density": density})
+    return points
+
+
+def grid_points(config: dict, variant: str, scenario: str) -> list[str]:
+    """The folder names of a grid variant's points: a merge's grid, a control's lrs."""
+    if is_merge(variant):
+        return [p["label"] for p in merge_grid(config, merge_method(variant))]
+    return lr_variants(config, scenario)
+
+
+def merge_dir(domain: str, method: str, root: str = RESULTS) -> str:
+    """The output of one merge job: a folder per point of the method's grid."""
+    return f"{root}/merges/{domain}/{method}"
+
+
+def control_dir(domain: str, control: str, scenario: str, root: str = RESULTS) -> str:
+    """The output of one control's fusion job: a folder per lr of the scenario's grid."""
+    return f"{root}/fusion/{domain}/{control}/{scenario}"
+
+
+def grid_source(domain: str, scenario: str, variant: str, root: str = RESULTS) -> str:
+    """The job output a grid variant's adapters lie in."""
+    if is_merge(variant):
+        return merge_dir(domain, merge_method(variant), root)
+    return control_dir(domain, variant, scenario, root)
+
+
+def grid_eval_dir(domain: str, scenario: str, variant: str, split: str, root: str = RESULTS) -> str:
+    """The output of one grid variant's evaluation job: a folder per point."""
+    return f"{root}/eval/{domain}/{scenario}/{variant}/{split}"
 
 
 def adapter_dir(domain: str, root: str = RESULTS) -> str:
@@ -117,6 +198,7 @@ class Job:
     scenario: str | None = None
     split: str | None = None
     variants: list[str] = field(default_factory=list)
+    grid: str | None = None  # the grid variant of a merge, control or grid evaluation job
 
 
 # Every GPU rule, and the stage of the cost plan (molorec.cost) its work counts in.
@@ -124,8 +206,12 @@ GPU_RULES = {
     "train_general_adapter": "train",
     "train_domain_adapter": "train",
     "fuse_adapters": "fusion",
+    "fuse_control": "fusion",
     "uniform_adapter": "fusion",  # the uniform mixture only loads the model
+    "merge_adapters": "fusion",  # merges load the model and run no forward pass
     "evaluate_llm": "evaluate",
+    "evaluate_grid": "evaluate",
+    "evaluate_selected": "evaluate",
 }
 
 
@@ -141,8 +227,22 @@ def gpu_jobs(config: dict) -> list[Job]:
     for d in targets:
         jobs += [Job("fuse_adapters", d, sc, variants=lr_variants(config, sc)) for sc in SCENARIOS]
         jobs.append(Job("uniform_adapter", d))
+        for m in merge_methods(config):
+            v = MERGE + m
+            jobs.append(Job("merge_adapters", d, variants=grid_points(config, v, ""), grid=v))
+        for c in controls(config):
+            jobs += [
+                Job("fuse_control", d, sc, variants=lr_variants(config, sc), grid=c)
+                for sc in SCENARIOS
+            ]
     for d in targets:
         for sc in SCENARIOS:
             for sp in SPLITS:
                 jobs.append(Job("evaluate_llm", d, sc, sp, run_variants(config, sc, sp)))
+                for v in grid_variants(config):
+                    # every point on the selection set; on test the chosen one only
+                    if sp == "val":
+                        jobs.append(Job("evaluate_grid", d, sc, sp, grid_points(config, v, sc), v))
+                    else:
+                        jobs.append(Job("evaluate_selected", d, sc, sp, [v], v))
     return jobs

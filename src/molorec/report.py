@@ -23,7 +23,16 @@ from molorec.metrics import (
     resamples_for,
     target_rank,
 )
-from molorec.plan import SELECTED, adapter_dir, fused_dir, fusion_dir, variant_dir
+from molorec.plan import (
+    CONTROLS,
+    SELECTED,
+    adapter_dir,
+    control_dir,
+    fused_dir,
+    fusion_dir,
+    is_merge,
+    variant_dir,
+)
 
 
 def metrics_table(
@@ -49,12 +58,16 @@ def metrics_table(
                     row[f"{name}_lo"], row[f"{name}_hi"] = m[f"{name}_ci95"]
                 if (folder / "selection.json").exists():
                     sel = json.loads((folder / "selection.json").read_text())
-                    row["selected_lr"] = sel["selected_lr"]
+                    row["selected"] = sel["selected"]
+                    row["selected_lr"] = sel.get("selected_lr")
                     row["selection_examples"] = sel["selection_examples"]
-                    row["optimistic_lr"] = sel["optimistic_lr"]
-                    for k, v in sel["optimistic_test"].items():
-                        row[f"optimistic_{k}"] = v
-                    row["optimism_gap"] = sel["optimism_gap"]
+                    row["selection_score"] = sel["selection_score"]
+                    # only where every point ran on test too (molorec's lrs)
+                    row["optimistic"] = sel.get("optimistic")
+                    row["optimistic_lr"] = sel.get("optimistic_lr")
+                    for k in HEADLINE:
+                        row[f"optimistic_{k}"] = sel.get("optimistic_test", {}).get(k)
+                    row["optimism_gap"] = sel.get("optimism_gap")
                 rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
 
@@ -160,6 +173,161 @@ def paired_tests(
     return family_tests(tests, alpha, adjust, seed, n_boot)
 
 
+def pairs_for(variants) -> tuple[tuple[str, str], ...]:
+    """PAIRS, and molorec against every grid variant (merges, controls) that ran."""
+    grid = [v for v in variants if is_merge(v) or v in CONTROLS]
+    return PAIRS + tuple((SELECTED, g) for g in grid)
+
+
+# "Does mixing help?": molorec against its parts, the equal mixture, the best merge chosen
+# on validation, the controls and the content baseline, in this order.
+MIXING_AGAINST = ("domain", "general", "uniform", "best merge", *CONTROLS, "content")
+SINGLE = ("domain", "general")  # the single adapters the mixture has to beat
+
+
+def best_merges(metrics: pl.DataFrame) -> dict[tuple[str, str], str]:
+    """(domain, scenario) -> the merge variant whose chosen point scored best on the
+    selection set (validation only; ties go to the first in the table's order)."""
+    best = {}
+    merges = metrics.filter(pl.col("variant").map_elements(is_merge, return_dtype=pl.Boolean))
+    for row in merges.iter_rows(named=True):
+        key = (row["domain"], row["scenario"])
+        if key not in best or row["selection_score"] > best[key][1]:
+            best[key] = (row["variant"], row["selection_score"])
+    return {k: v for k, (v, _) in best.items()}
+
+
+def mixing_table(tests: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+    """One row per (domain, scenario, comparison) of molorec against MIXING_AGAINST: the
+    paired tests' differences, intervals, adjusted p-values and mde of HR@1 and NDCG@3
+    (paired_tests.csv's rows, the same family), and which merge was the best."""
+    best = best_merges(metrics) if "selection_score" in metrics.columns else {}
+    rows = []
+    ours = tests.filter(pl.col("variant") == SELECTED)
+    for (domain, scenario), group in ours.group_by(["domain", "scenario"], maintain_order=True):
+        for against in MIXING_AGAINST:
+            name = best.get((domain, scenario)) if against == "best merge" else against
+            found = group.filter(pl.col("against") == name) if name else group.clear()
+            if found.is_empty():
+                continue
+            row = {"domain": domain, "scenario": scenario, "against": against, "variant": name}
+            for metric in ("HR@1", "NDCG@3"):
+                t = found.filter(pl.col("metric") == metric).row(0, named=True)
+                row["n"] = t["n"]
+                for k in ("diff", "lo", "hi", "p_adj", "mde"):
+                    row[f"{metric} {k}"] = t[k]
+            rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def mixing_verdict(rows: pl.DataFrame, alpha: float) -> str:
+    """The plain sentence of one (domain, scenario): does molorec beat the single adapters,
+    and the simple merges and the content heuristic?"""
+
+    def sign(row) -> int:
+        """+1 / -1 where HR@1 or NDCG@3 differs significantly (adjusted), 0 otherwise."""
+        signs = {
+            (1 if row[f"{m} diff"] > 0 else -1)
+            for m in ("HR@1", "NDCG@3")
+            if row[f"{m} p_adj"] < alpha
+        }
+        return 0 if len(signs) != 1 else signs.pop()
+
+    by = {r["against"]: r for r in rows.iter_rows(named=True)}
+    single = [by[a] for a in SINGLE if a in by]
+    n = max((r["n"] for r in single), default=0)
+    signs = [sign(r) for r in single]
+    if not single or n == 0:
+        return "No test examples: nothing to judge."
+    names = " and ".join(f"**{r['against']}**" for r in single)
+    if signs and all(s > 0 for s in signs):
+        sentence = f"Mixing helps here: molorec is better than {names} (n = {n})."
+    elif any(s < 0 for s in signs):
+        worse = " and ".join(
+            f"**{r['against']}**" for r, s in zip(single, signs, strict=True) if s < 0
+        )
+        sentence = f"Mixing does not help here: molorec is worse than {worse} (n = {n})."
+    elif all(math.isnan(r[f"{m} mde"]) for r in single for m in ("HR@1", "NDCG@3")):
+        sentence = (
+            f"Not shown at this size: molorec ranks the target where {names} do on every one "
+            f"of the n = {n} test examples, so there is no difference to test."
+        )
+    else:
+        mdes = ", ".join(
+            f"HR@1 {_mde(r['HR@1 mde'])} / NDCG@3 {_mde(r['NDCG@3 mde'])} against {r['against']}"
+            for r in single
+        )
+        sentence = (
+            f"Not shown at this size: molorec's difference from {names} is not significant at "
+            f"n = {n} (smallest detectable effect {mdes})."
+        )
+    for against, what in (
+        ("best merge", "the best merge chosen on validation"),
+        ("content", "the content (title-overlap) baseline"),
+    ):
+        if against not in by:
+            continue
+        r = by[against]
+        label = f"{what} (**{r['variant']}**)" if against == "best merge" else what
+        s = sign(r)
+        if s > 0:
+            sentence += f" It is better than {label}."
+        elif s < 0:
+            sentence += f" {label[0].upper() + label[1:]} is better than molorec."
+        else:
+            sentence += f" Against {label} the difference is not significant at n = {r['n']}."
+    return sentence
+
+
+def _mde(value: float) -> str:
+    return "n/a (no example differs)" if math.isnan(value) else f"{value:.2f}"
+
+
+def mixing_section(mixing: pl.DataFrame, alpha: float) -> list[str]:
+    """summary.md's "Does mixing help?": per target domain and scenario, molorec's paired
+    differences against MIXING_AGAINST and the verdict in one sentence."""
+    parts = [
+        "",
+        "## Does mixing help?",
+        "",
+        "molorec against the single adapters (domain, general), the equal mixture (uniform), "
+        "the merge that scored best on the selection set, the fusion controls and the content "
+        "baseline, on the same test examples: differences (molorec minus the other) with 95% "
+        "intervals, p-values adjusted over the report's whole family of paired tests, and the "
+        "smallest effect each comparison could detect (mde).",
+    ]
+    if mixing.is_empty():
+        return parts + ["", "No comparison ran (no molorec variant)."]
+    for (domain, scenario), rows in mixing.group_by(["domain", "scenario"], maintain_order=True):
+        shown = rows.select(
+            "against",
+            "variant",
+            "n",
+            *[
+                pl.format(
+                    "{} [{}, {}]",
+                    pl.col(f"{m} diff").round(3),
+                    pl.col(f"{m} lo").round(3),
+                    pl.col(f"{m} hi").round(3),
+                ).alias(f"{m} diff")
+                for m in ("HR@1", "NDCG@3")
+            ],
+            pl.col("HR@1 p_adj").round(3),
+            pl.col("NDCG@3 p_adj").round(3),
+            pl.col("HR@1 mde").round(3),
+            pl.col("NDCG@3 mde").round(3),
+        )
+        parts += [
+            "",
+            f"### {domain} / {scenario}",
+            "",
+            mixing_verdict(rows, alpha),
+            "",
+            _markdown(shown),
+        ]
+    return parts
+
+
 ADJUSTED = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
 
@@ -206,8 +374,11 @@ def verdicts(tests: pl.DataFrame, alpha: float) -> list[str]:
     return lines
 
 
-def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl.DataFrame:
-    """Per fusion run: scored tokens, whether the weights moved, the collapsed share of
+def fusion_health(
+    results: Path, domains: list[str], scenarios: list[str], variants=(SELECTED,)
+) -> pl.DataFrame:
+    """Per fusion run of every learned mixture (molorec and the fusion controls among
+    ``variants``): scored tokens, whether the weights moved, the collapsed share of
     modules (general weight < 0.01 or > 0.99), the final mean general weight, overall and
     per layer type (q_proj, up_proj, ...), and the mean entropy of the weights (ln 2:
     equal); a run that learned nothing or collapsed is flagged."""
@@ -216,46 +387,44 @@ def fusion_health(results: Path, domains: list[str], scenarios: list[str]) -> pl
     from molorec.mixture import collapsed_share, weight_entropy
 
     rows = []
-    for domain in domains:
-        for scenario in scenarios:
-            selected = None
-            sel_file = (
-                Path(variant_dir(domain, scenario, SELECTED, root=results)) / "selection.json"
+    for domain, scenario, variant in _learned(domains, scenarios, variants):
+        selected = None
+        sel_file = Path(variant_dir(domain, scenario, variant, root=results)) / "selection.json"
+        if sel_file.exists():
+            selected = json.loads(sel_file.read_text())["selected"]
+        for folder in _fused(results, domain, scenario, variant):
+            weights = json.loads((folder / "fusion_weights.json").read_text())
+            general = [w[0] for w in weights.values()]
+            traj = pl.read_csv(folder / "trajectory.csv")
+            scored = int(traj["scored_tokens"].sum()) if traj.height else 0
+            # optimizer steps taken (a trajectory row is a backward; the last may be a
+            # remainder that was never applied)
+            steps = int(traj["optimizer_steps"].max()) if traj.height else 0
+            share = collapsed_share(general)
+            flags = []
+            if steps == 0:
+                flags.append("NO SIGNAL: weights never moved (= uniform)")
+            if share > 0:
+                flags.append(f"collapsed: {share:.0%} of modules at 0 or 1")
+            rows.append(
+                {
+                    "domain": domain,
+                    "scenario": scenario,
+                    "variant": variant,
+                    "lr": folder.name[2:],
+                    "selected": folder.name == selected,
+                    "optimizer_steps": steps,
+                    "scored_tokens": scored,
+                    "general_weight_mean": float(np.mean(general)),
+                    **{
+                        f"general_weight_{kind}": float(np.mean(values))
+                        for kind, values in sorted(_by_layer_type(weights).items())
+                    },
+                    "weight_entropy": weight_entropy(torch.tensor(list(weights.values()))),
+                    "collapsed_share": share,
+                    "flag": "; ".join(flags),
+                }
             )
-            if sel_file.exists():
-                selected = json.loads(sel_file.read_text())["selected_lr"]
-            for folder in _fused(results, domain, scenario):
-                weights = json.loads((folder / "fusion_weights.json").read_text())
-                general = [w[0] for w in weights.values()]
-                traj = pl.read_csv(folder / "trajectory.csv")
-                scored = int(traj["scored_tokens"].sum()) if traj.height else 0
-                # optimizer steps taken (a trajectory row is a backward; the last may be a
-                # remainder that was never applied)
-                steps = int(traj["optimizer_steps"].max()) if traj.height else 0
-                share = collapsed_share(general)
-                flags = []
-                if steps == 0:
-                    flags.append("NO SIGNAL: weights never moved (= uniform)")
-                if share > 0:
-                    flags.append(f"collapsed: {share:.0%} of modules at 0 or 1")
-                rows.append(
-                    {
-                        "domain": domain,
-                        "scenario": scenario,
-                        "lr": folder.name[2:],
-                        "selected": folder.name[2:] == selected,
-                        "optimizer_steps": steps,
-                        "scored_tokens": scored,
-                        "general_weight_mean": float(np.mean(general)),
-                        **{
-                            f"general_weight_{kind}": float(np.mean(values))
-                            for kind, values in sorted(_by_layer_type(weights).items())
-                        },
-                        "weight_entropy": weight_entropy(torch.tensor(list(weights.values()))),
-                        "collapsed_share": share,
-                        "flag": "; ".join(flags),
-                    }
-                )
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
@@ -272,9 +441,20 @@ def _variant(results: Path, domain: str, scenario: str, variant: str) -> Path:
     return Path(variant_dir(domain, scenario, variant, root=results)) / "predictions.parquet"
 
 
-def _fused(results: Path, domain: str, scenario: str) -> list[Path]:
-    """The fused settings' folders (lr<lr>/) of one fusion job, in lr order of the name."""
-    return sorted(Path(fusion_dir(domain, scenario, root=results)).glob("lr*"))
+def _fused(results: Path, domain: str, scenario: str, variant: str = SELECTED) -> list[Path]:
+    """The fused settings' folders (lr<lr>/) of one fusion job of molorec or of a fusion
+    control, in lr order of the name."""
+    if variant == SELECTED:
+        folder = fusion_dir(domain, scenario, root=results)
+    else:
+        folder = control_dir(domain, variant, scenario, root=results)
+    return sorted(Path(folder).glob("lr*"))
+
+
+def _learned(domains, scenarios, variants) -> list[tuple[str, str, str]]:
+    """(domain, scenario, variant) of every learned mixture: molorec and the controls."""
+    learned = [v for v in variants if v == SELECTED or v in CONTROLS]
+    return [(d, sc, v) for d in domains for sc in scenarios for v in learned]
 
 
 def _per_example(path: Path) -> dict[str, np.ndarray]:
@@ -284,22 +464,29 @@ def _per_example(path: Path) -> dict[str, np.ndarray]:
     )
 
 
-def stage_tokens(results: Path, adapters, domains, scenarios) -> dict[str, int]:
-    """Tokens processed: training (all input tokens) and fusion (scored answer tokens)."""
+def stage_tokens(
+    results: Path, adapters, domains, scenarios, variants=(SELECTED,)
+) -> dict[str, int]:
+    """Tokens processed: training (all input tokens) and fusion (scored answer tokens of
+    molorec and the fusion controls)."""
     logs = [pl.read_csv(Path(adapter_dir(a, root=results)) / "train_log.csv") for a in adapters]
     train = sum(int(log["tokens"].max() or 0) for log in logs if "tokens" in log.columns)
     fusion = sum(
         int(t["scored_tokens"].sum() or 0)
-        for d in domains
-        for sc in scenarios
-        for folder in _fused(results, d, sc)
+        for d, sc, v in _learned(domains, scenarios, variants)
+        for folder in _fused(results, d, sc, v)
         if (t := pl.read_csv(folder / "trajectory.csv")).height
     )
     return {"train": train, "fusion": fusion}
 
 
 def cost_table(
-    results: Path, benchmarks: list[Path], adapters=(), domains=(), scenarios=()
+    results: Path,
+    benchmarks: list[Path],
+    adapters=(),
+    domains=(),
+    scenarios=(),
+    variants=(SELECTED,),
 ) -> pl.DataFrame:
     """Wall seconds, peak memory and tokens per stage, from Snakemake's benchmark files
     (``benchmarks``, under results/benchmarks/<stage>/)."""
@@ -327,7 +514,7 @@ def cost_table(
                 "tokens": pl.Int64,
             }
         )
-    tokens = stage_tokens(results, adapters, domains, scenarios)
+    tokens = stage_tokens(results, adapters, domains, scenarios, variants)
     return (
         pl.DataFrame(rows)
         .group_by("stage", maintain_order=True)
@@ -419,6 +606,7 @@ def summary_markdown(
     adjust: str,
     id_only: list[str] | tuple[str, ...] = (),
     checks: list[str] | tuple[str, ...] = (),
+    mixing: list[str] | tuple[str, ...] = (),
 ) -> str:
     """summary.md. ``id_only``: the baselines that know items only by their training
     interactions (molorec.baselines, id_only), named under the cold table."""
@@ -476,6 +664,7 @@ def summary_markdown(
             "",
             _markdown(sel),
         ]
+    parts += list(mixing)
     parts += [
         "",
         "## Did it learn? Paired bootstrap tests on the test examples",
@@ -594,13 +783,15 @@ def build(
     metrics = metrics_table(results, domains, scenarios, variants)
     metrics.write_csv(out / "metrics.csv")
     tests = paired_tests(
-        results, domains, scenarios, variants, alpha, adjust, seed=seed, n_boot=n_boot
+        results, domains, scenarios, variants, alpha, adjust, pairs_for(variants), seed, n_boot
     )
     tests.write_csv(out / "paired_tests.csv")
-    cost = cost_table(results, benchmarks, adapters, domains, scenarios)
+    cost = cost_table(results, benchmarks, adapters, domains, scenarios, variants)
     cost.write_csv(out / "cost.csv")
-    health = fusion_health(results, domains, scenarios)
+    health = fusion_health(results, domains, scenarios, variants)
     health.write_csv(out / "fusion_runs.csv")
+    mixing = mixing_table(tests, metrics)
+    mixing.write_csv(out / "mixing.csv")
     quality = {d: json.loads((results / "data" / d / "quality.json").read_text()) for d in domains}
     summary = summary_markdown(
         metrics,
@@ -612,6 +803,7 @@ def build(
         adjust=adjust,
         id_only=id_only_baselines(variants),
         checks=evaluation_checks(results, domains, scenarios, variants),
+        mixing=mixing_section(mixing, alpha),
     )
     (out / "summary.md").write_text(summary)
 
@@ -640,12 +832,13 @@ def build(
     )
     traj, entropy = {}, {}
     fused = [
-        f / "trajectory.csv" for d in domains for sc in scenarios for f in _fused(results, d, sc)
+        (f"{d}/{sc}/{v}/{f.name}", f / "trajectory.csv")
+        for d, sc, v in _learned(domains, scenarios, variants)
+        for f in _fused(results, d, sc, v)
     ]
-    for path in sorted(fused):
+    for label, path in fused:
         t = pl.read_csv(path)
         if t.height:
-            label = "/".join(path.parts[-4:-1])
             traj[label] = (t["step"].to_list(), t["general_weight_mean"].to_list())
             entropy[label] = (t["step"].to_list(), t["weight_entropy"].to_list())
     plot_curves(

@@ -94,6 +94,10 @@ class FusionSettings:
     n_prompts: int | None = None
     adapt_on: str = _FUSION["adapt_on"]
     prompt_choice: str = _FUSION["prompt_choice"]
+    # What adaptation minimises (molorec.fusion.OBJECTIVES): entropy, label-free, for
+    # molorec; answer_nll, the labelled answers' loss, for the molorec_supervised control
+    # only (not a config key: molorec itself never reads a label).
+    objective: str = "entropy"
 
     @classmethod
     def from_dict(cls, d: dict) -> FusionSettings:
@@ -157,12 +161,26 @@ def train_settings(config: dict, kind: str) -> dict:
     return dict(sorted(settings.items()))
 
 
-def fusion_settings(config: dict, domain: str, scenario: str | None = None) -> dict:
+# The fusion controls (molorec.plan.CONTROLS): what each changes in molorec's settings.
+CONTROL_SETTINGS = {
+    "molorec_selection": {"adapt_on": "val"},
+    "molorec_supervised": {"adapt_on": "val", "objective": "answer_nll"},
+}
+
+
+def fusion_settings(
+    config: dict, domain: str, scenario: str | None = None, control: str | None = None
+) -> dict:
     """FusionSettings fields of a target domain (its own fusion keys, e.g. k, over the
     common ones) without the lr, which each run of the grid sets. With a scenario, the
-    choice and count of the prompts it adapts on; without (the uniform mixture), none."""
+    choice and count of the prompts it adapts on; without (the uniform mixture), none.
+    ``control``: a fusion control's settings (CONTROL_SETTINGS) over molorec's."""
+    if control is not None:
+        return dict(
+            sorted((fusion_settings(config, domain, scenario) | CONTROL_SETTINGS[control]).items())
+        )
     fusion = config["fusion"] | config["domains"][domain].get("fusion", {})
-    skipped = {"lr", "seed", "precision", *ADAPTATION_KEYS}
+    skipped = {"lr", "seed", "precision", "objective", *ADAPTATION_KEYS}
     settings = {f.name: fusion[f.name] for f in fields(FusionSettings) if f.name not in skipped}
     settings |= {"seed": config["seed"], "precision": config["model"]["precision"]}
     if scenario is not None:

@@ -1,6 +1,9 @@
-"""Rule evaluate_llm: every LLM variant of one scenario and split from one load of the base
-model, each in its own folder of the output; with evaluate.order_check, each variant a
-second time with the candidates re-ordered."""
+"""Rules evaluate_llm, evaluate_grid and evaluate_selected: every LLM variant of one
+scenario and split from one load of the base model, each in its own folder; with
+evaluate.order_check, each variant a second time with the candidates re-ordered."""
+
+import json
+from pathlib import Path
 
 import polars as pl
 import torch
@@ -22,7 +25,7 @@ with log_to(snakemake.log[0]) as log:
     rows = evaluated_rows(
         pl.read_parquet(snakemake.input.examples),
         pl.read_parquet(snakemake.input.instructions),
-        snakemake.wildcards.split,
+        snakemake.params.split,
         snakemake.wildcards.scenario,
         s,
     )
@@ -35,6 +38,9 @@ with log_to(snakemake.log[0]) as log:
             rows, catalog, s["order_check"], s["seed"], snakemake.params.prompt
         )
     jobs = snakemake.params.jobs  # [variant, adapter or None, output folder]
+    if "selection" in snakemake.input.keys():  # rule evaluate_selected: the chosen point
+        chosen = json.loads(Path(snakemake.input.selection).read_text())["selected"]
+        jobs = [[v, a.format(selected=chosen), out] for v, a, out in jobs]
     adapters = {variant: adapter for variant, adapter, _ in jobs}
     folders = {variant: folder for variant, _, folder in jobs}
     log.info(

@@ -1,0 +1,253 @@
+"""Grid variants (molorec.plan.grid_variants): peft's merges and the fusion controls run as
+variants of their own on the sample, chosen on the selection set only, compared with
+molorec in the report's "Does mixing help?" section, and planned job by job."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import one_target_config, run_workflow
+from test_domains import planned_jobs, rules_of
+
+from molorec.evaluate import select_point, select_setting
+from molorec.metrics import per_example, target_rank
+from molorec.plan import grid_points, grid_variants, merge_grid
+from molorec.report import MIXING_AGAINST, mixing_verdict
+
+GRID_RULES = {"merge_adapters", "fuse_control", "evaluate_grid", "select_grid", "evaluate_selected"}
+
+
+def grid_config() -> dict:
+    config = one_target_config()
+    config["merges"] = {
+        "methods": ["ties", "cat"],
+        "weights": [[0.5, 0.5], [1, 1]],
+        "densities": [0.5],
+    }
+    config["controls"] = ["molorec_selection", "molorec_supervised"]
+    config["evaluate"]["baselines"] = ["pop", "content"]
+    return config
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("grid")
+    config = grid_config()
+    proc = run_workflow(workdir, config)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return workdir, config
+
+
+def test_the_grid_of_a_merge_is_the_config_s(tmp_path):
+    config = grid_config()
+    config["merges"]["densities"] = [0.3, 0.7]
+    # ties prunes: every weight pair at every density; cat does not: the pairs only.
+    assert grid_points(config, "merge_ties", "warm") == [
+        "w0.5_0.5_d0.3",
+        "w0.5_0.5_d0.7",
+        "w1_1_d0.3",
+        "w1_1_d0.7",
+    ]
+    assert [p["weights"] for p in merge_grid(config, "cat")] == [[0.5, 0.5], [1, 1]]
+    assert {p["density"] for p in merge_grid(config, "cat")} == {None}
+    # A control's points are molorec's lrs of the scenario.
+    assert grid_points(config, "molorec_supervised", "cold") == ["lr0.05"]
+    assert grid_variants(config) == [
+        "merge_ties",
+        "merge_cat",
+        "molorec_selection",
+        "molorec_supervised",
+    ]
+
+
+def test_every_grid_variant_runs_and_is_chosen_on_the_selection_set(grid_run):
+    workdir, config = grid_run
+    results = workdir / "results"
+    for scenario in ("warm", "cold"):
+        for variant in grid_variants(config):
+            folder = results / "eval/beauty" / scenario / variant
+            selection = json.loads((folder / "selection.json").read_text())
+            points = grid_points(config, variant, scenario)
+            assert selection["selected"] in points
+            assert set(selection["val_scores"]) == set(points)
+            # Every point ran on the selection set; only the chosen one on test.
+            ran = sorted(p.name for p in (folder / "val").iterdir() if p.is_dir())
+            assert ran == sorted(points)
+            assert "optimistic" not in selection and not (folder / "test").exists()
+            metrics = json.loads((folder / "metrics.json").read_text())
+            main = json.loads(
+                (results / f"eval/beauty/{scenario}/test/domain/metrics.json").read_text()
+            )
+            assert metrics["n"] == main["n"] > 0  # the same test examples as every variant
+    # Each merged point is a PEFT adapter with its merge recorded beside it.
+    info = json.loads((results / "merges/beauty/ties/w1_1_d0.5/merge_info.json").read_text())
+    assert info["method"] == "ties" and info["weights"] == [1, 1] and info["density"] == 0.5
+    assert (results / "merges/beauty/ties/w1_1_d0.5/adapter/adapter_config.json").is_file()
+
+
+def test_the_controls_change_only_where_the_mixture_adapts_and_on_what(grid_run):
+    results = grid_run[0] / "results"
+    main = json.loads((results / "fusion/beauty/warm/lr2/fusion_info.json").read_text())
+    selection = json.loads(
+        (results / "fusion/beauty/molorec_selection/warm/lr2/fusion_info.json").read_text()
+    )
+    supervised = json.loads(
+        (results / "fusion/beauty/molorec_supervised/warm/lr2/fusion_info.json").read_text()
+    )
+    assert (main["adapt_on"], main["objective"], main["labels_read"]) == ("test", "entropy", False)
+    assert (selection["adapt_on"], selection["objective"]) == ("val", "entropy")
+    assert not selection["labels_read"]
+    assert (supervised["adapt_on"], supervised["objective"]) == ("val", "answer_nll")
+    assert supervised["labels_read"] and supervised["optimizer_steps"] > 0
+    # Everything else is molorec's: the same settings but the two the controls change.
+    for control in (selection, supervised):
+        changed = {k for k in main["settings"] if main["settings"][k] != control["settings"][k]}
+        assert changed <= {"adapt_on", "objective"}
+    # The mixture statistics of every learned mixture are in the report.
+    runs = pl.read_csv(results / "report/fusion_runs.csv")
+    assert set(runs["variant"]) == {"molorec", "molorec_selection", "molorec_supervised"}
+    assert {"weight_entropy", "collapsed_share", "general_weight_q_proj"} <= set(runs.columns)
+
+
+def ranks_of(path) -> dict[str, np.ndarray]:
+    preds = pl.read_parquet(path)
+    return per_example(
+        [target_rank(r, t) for r, t in preds.select("ranking", "target").iter_rows()]
+    )
+
+
+def test_does_mixing_help_recomputes_from_the_predictions(grid_run):
+    workdir, config = grid_run
+    results = workdir / "results"
+    mixing = pl.read_csv(results / "report/mixing.csv")
+    summary = (results / "report/summary.md").read_text()
+    assert "## Does mixing help?" in summary
+    for (scenario,), rows in mixing.group_by(["scenario"]):
+        assert f"### beauty / {scenario}" in summary
+        assert set(rows["against"]) == {a for a in MIXING_AGAINST}
+        ours = ranks_of(results / f"eval/beauty/{scenario}/molorec/predictions.parquet")
+        for row in rows.iter_rows(named=True):
+            other = row["variant"]
+            folder = "test/" + other if other in ("domain", "general", "uniform") else other
+            theirs = ranks_of(results / f"eval/beauty/{scenario}/{folder}/predictions.parquet")
+            for metric in ("HR@1", "NDCG@3"):
+                diff = float(np.mean(ours[metric] - theirs[metric]))
+                assert row[f"{metric} diff"] == pytest.approx(diff)
+                assert row[f"{metric} lo"] <= diff <= row[f"{metric} hi"]
+        # The best merge is the merge whose chosen point scored best on validation.
+        best = rows.filter(pl.col("against") == "best merge")["variant"].item()
+        scores = {
+            m: json.loads((results / f"eval/beauty/{scenario}/{m}/selection.json").read_text())[
+                "selection_score"
+            ]
+            for m in ("merge_ties", "merge_cat")
+        }
+        assert scores[best] == max(scores.values())
+        assert mixing_verdict(rows, 0.05) in summary
+
+
+def test_selection_reads_validation_only():
+    val = {"lr0.5": {"n": 10, "HR@1": 0.6, "HR@3": 0.8, "NDCG@3": 0.7}}
+    val["lr2"] = {"n": 10, "HR@1": 0.2, "HR@3": 0.5, "NDCG@3": 0.3}
+    test = {k: dict(v) for k, v in val.items()}
+    upside_down = {"lr0.5": test["lr2"], "lr2": test["lr0.5"]}
+    assert select_point(val, test)["selected"] == select_point(val, upside_down)["selected"]
+    assert select_point(val, upside_down)["optimistic"] == "lr2"
+    points = {"w0.5_0.5": val["lr2"], "w1_1": val["lr0.5"]}
+    assert select_setting(points, None)["selected"] == "w1_1"
+    assert "optimistic" not in select_setting(points, None)
+
+
+def test_a_grid_selection_is_given_no_test_file(grid_run):
+    workdir, config = grid_run
+    out = run_workflow(
+        workdir, config, "--dry-run", "--forcerun", "select_grid", "--printshellcmds"
+    ).stdout
+    jobs = [block for block in out.split("rule select_grid:")[1:]]
+    assert jobs, out[-3000:]
+    for block in jobs:
+        inputs = block.split("input:", 1)[1].split("\n", 1)[0]
+        assert inputs.strip().endswith("/val") and "test" not in inputs
+
+
+def test_adding_a_merge_method_plans_only_its_jobs(grid_run):
+    workdir, config = grid_run
+    grown = copy.deepcopy(config)
+    grown["merges"]["methods"].append("dare_linear")
+    jobs = planned_jobs(workdir, grown)
+    assert rules_of(jobs) == {
+        "merge_adapters",
+        "evaluate_grid",
+        "select_grid",
+        "evaluate_selected",
+        "report",
+        "all",
+    }
+    assert all("dare_linear" in w for rule, w in jobs if rule not in ("report", "all"))
+
+
+def test_adding_a_control_to_a_finished_run_plans_only_its_jobs(one_target_run):
+    workdir, config = one_target_run[0], one_target_run[1]
+    grown = copy.deepcopy(config)
+    grown["controls"] = ["molorec_selection"]
+    jobs = planned_jobs(workdir, grown)
+    assert rules_of(jobs) == {
+        "fuse_control",
+        "evaluate_grid",
+        "select_grid",
+        "evaluate_selected",
+        "report",
+        "all",
+    }
+    assert all("molorec_selection" in w for rule, w in jobs if rule not in ("report", "all"))
+
+
+def test_changing_a_merge_s_weights_reruns_the_merges_not_molorec(grid_run):
+    workdir, config = grid_run
+    changed = copy.deepcopy(config)
+    changed["merges"]["weights"] = [[0.5, 0.5], [0.75, 0.25]]
+    assert rules_of(planned_jobs(workdir, changed)) == {
+        "merge_adapters",
+        "evaluate_grid",
+        "select_grid",
+        "evaluate_selected",
+        "report",
+        "all",
+    }
+
+
+def mixing_rows(diffs: dict[str, tuple[float, float, float]], n: int = 40) -> pl.DataFrame:
+    """mixing.csv rows: against -> (diff, p_adj, mde) for both metrics."""
+    return pl.DataFrame(
+        [
+            {"against": a, "variant": a, "n": n}
+            | {
+                f"{m} {k}": v
+                for m in ("HR@1", "NDCG@3")
+                for k, v in zip(("diff", "p_adj", "mde"), d, strict=True)
+            }
+            for a, d in diffs.items()
+        ]
+    )
+
+
+def test_the_verdict_says_what_the_tests_show():
+    better = mixing_rows({"domain": (0.2, 0.01, 0.1), "general": (0.3, 0.001, 0.1)})
+    assert mixing_verdict(better, 0.05).startswith("Mixing helps here")
+    worse = mixing_rows({"domain": (-0.2, 0.01, 0.1), "general": (0.3, 0.001, 0.1)})
+    assert mixing_verdict(worse, 0.05).startswith(
+        "Mixing does not help here: molorec is worse than **domain**"
+    )
+    unclear = mixing_rows({"domain": (0.05, 0.4, 0.21), "general": (0.3, 0.001, 0.1)})
+    line = mixing_verdict(unclear, 0.05)
+    assert line.startswith("Not shown at this size") and "n = 40" in line and "0.21" in line
+    content = mixing_rows(
+        {"domain": (0.05, 0.4, 0.2), "general": (0.1, 0.3, 0.2), "content": (-0.3, 0.001, 0.1)}
+    )
+    assert "The content (title-overlap) baseline is better than molorec." in mixing_verdict(
+        content, 0.05
+    )
