@@ -23,6 +23,9 @@ from molorec.plan import (
     merge_dir,
     merge_grid,
     merge_methods,
+    replicate_root,
+    replicate_seed,
+    replicates,
     lr_variants,
     report_variants,
     run_variants,
@@ -62,6 +65,7 @@ TARGET_DOMAINS = domains_with_role(config, "target")
 
 
 wildcard_constraints:
+    replicate="[1-9][0-9]*",
     domain="|".join(DOMAINS),
     scenario="|".join(SCENARIOS),
     split="|".join(SPLITS),
@@ -139,6 +143,37 @@ GENERAL_ADAPTER = SHARED_GENERAL or adapter_dir("general")
 TRAIN_GENERAL = bool(GENERAL_DOMAINS)
 HAS_GENERAL = TRAIN_GENERAL or bool(SHARED_GENERAL)
 
+# Replicates (molorec.plan.replicates): replicate 0 is the run under results/; replicate r
+# runs the model stages again under results/replicates/<r>/ with the seeds of r (each
+# model rule has a replicate copy, made with use rule, its outputs there).
+REPLICATES = replicates(config)
+REPLICATE_ROOT = replicate_root("{replicate}")
+
+
+def replicate_of(wildcards):
+    return int(wildcards.get("replicate", 0))
+
+
+def root_of(wildcards):
+    return replicate_root(replicate_of(wildcards))
+
+
+def seed_of(wildcards):
+    return replicate_seed(config, replicate_of(wildcards))
+
+
+def general_of(wildcards):
+    """The general adapter a replicate mixes: its own where it is trained here."""
+    return SHARED_GENERAL or adapter_dir("general", root_of(wildcards))
+
+
+def domain_adapter_of(wildcards):
+    return adapter_dir(wildcards.domain, root_of(wildcards))
+
+
+def checkpoints_of(name):
+    return lambda w: f"{root_of(w)}/checkpoints/{name.format(**w)}"
+
 
 def stage_resource(stage, name):
     """A job resource of a stage from config resources.<stage>; gpu 0 and 1 otherwise."""
@@ -185,14 +220,18 @@ def order_check_outputs(folder):
 
 # The selected fused adapter's folder, {domain} and {scenario} left open.
 SELECTED_DIR = variant_dir("{domain}", "{scenario}", SELECTED)
+REPLICATE_SELECTED_DIR = variant_dir(
+    "{domain}", "{scenario}", SELECTED, root=REPLICATE_ROOT
+)
 
 
-def run_adapter(domain, scenario, variant):
+def run_adapter(domain, scenario, variant, root):
     """The input an LLM variant's adapter comes from: a fused lr is a folder inside its
     fusion job's output, so the job's output is the input."""
     if variant.startswith("lr"):
-        return fusion_dir(domain, scenario)
-    return variant_adapter(domain, scenario, variant, GENERAL_ADAPTER)
+        return fusion_dir(domain, scenario, root)
+    general = SHARED_GENERAL or adapter_dir("general", root)
+    return variant_adapter(domain, scenario, variant, general, root)
 
 
 def eval_data_inputs(domain):
@@ -209,8 +248,13 @@ def eval_data_inputs(domain):
 
 def eval_inputs(wildcards):
     """eval_data_inputs and the adapters of the variants one evaluation job runs."""
-    d, sc, sp = wildcards.domain, wildcards.scenario, wildcards.split
-    adapters = [run_adapter(d, sc, v) for v in run_variants(config, sc, sp)]
+    d, sc, sp, root = (
+        wildcards.domain,
+        wildcards.scenario,
+        wildcards.split,
+        root_of(wildcards),
+    )
+    adapters = [run_adapter(d, sc, v, root) for v in run_variants(config, sc, sp)]
     return eval_data_inputs(d) | {
         "adapters": list(dict.fromkeys(a for a in adapters if a is not None)),
     }
@@ -218,9 +262,15 @@ def eval_inputs(wildcards):
 
 def eval_jobs(wildcards):
     """[variant, adapter folder or None, output folder] of every variant of one job."""
-    d, sc, sp = wildcards.domain, wildcards.scenario, wildcards.split
+    d, sc, sp, root = (
+        wildcards.domain,
+        wildcards.scenario,
+        wildcards.split,
+        root_of(wildcards),
+    )
+    general = general_of(wildcards)
     return [
-        [v, variant_adapter(d, sc, v, GENERAL_ADAPTER), variant_dir(d, sc, v, sp)]
+        [v, variant_adapter(d, sc, v, general, root), variant_dir(d, sc, v, sp, root)]
         for v in run_variants(config, sc, sp)
     ]
 
@@ -235,8 +285,8 @@ def baseline_outputs(name):
 
 def select_inputs(wildcards):
     """The selection set's and test's evaluation folders of the scenario's fused lrs."""
-    d, sc = wildcards.domain, wildcards.scenario
-    return {split: eval_dir(d, sc, split) for split in SPLITS}
+    d, sc, root = wildcards.domain, wildcards.scenario, root_of(wildcards)
+    return {split: eval_dir(d, sc, split, root) for split in SPLITS}
 
 
 # Grid variants (molorec.plan.grid_variants): peft merges and fusion controls, each with
@@ -245,65 +295,99 @@ MERGE_METHODS = merge_methods(config)
 CONTROLS_ON = controls(config)
 GRID_VARIANTS = grid_variants(config)
 GRID_SELECTED_DIR = variant_dir("{domain}", "{scenario}", "{grid}")
+REPLICATE_GRID_DIR = variant_dir(
+    "{domain}", "{scenario}", "{grid}", root=REPLICATE_ROOT
+)
 
 
-def grid_adapter(domain, scenario, grid, point):
+def grid_adapter(domain, scenario, grid, point, root):
     """The folder of one point of a grid variant: its adapter lies in it, under adapter/."""
-    return f"{grid_source(domain, scenario, grid)}/{point}"
+    return f"{grid_source(domain, scenario, grid, root)}/{point}"
 
 
 def grid_eval_inputs(wildcards):
     """evaluate_llm's inputs, with the grid variant's job output as the adapters."""
-    d, sc = wildcards.domain, wildcards.scenario
-    return eval_data_inputs(d) | {"adapters": [grid_source(d, sc, wildcards.grid)]}
+    d, sc, root = wildcards.domain, wildcards.scenario, root_of(wildcards)
+    return eval_data_inputs(d) | {
+        "adapters": [grid_source(d, sc, wildcards.grid, root)]
+    }
 
 
 def grid_eval_jobs(wildcards):
     """[point, adapter folder, output folder] of every point of a grid variant."""
     d, sc, g, sp = wildcards.domain, wildcards.scenario, wildcards.grid, wildcards.split
+    root = root_of(wildcards)
     return [
-        [p, grid_adapter(d, sc, g, p), f"{grid_eval_dir(d, sc, g, sp)}/{p}"]
+        [p, grid_adapter(d, sc, g, p, root), f"{grid_eval_dir(d, sc, g, sp, root)}/{p}"]
         for p in grid_points(config, g, sc)
     ]
 
 
 def selected_eval_inputs(wildcards):
     """evaluate_llm's inputs, with the grid variant's adapters and its selection."""
-    d, sc, g = wildcards.domain, wildcards.scenario, wildcards.grid
+    d, sc, g, root = (
+        wildcards.domain,
+        wildcards.scenario,
+        wildcards.grid,
+        root_of(wildcards),
+    )
     return grid_eval_inputs(wildcards) | {
-        "selection": f"{variant_dir(d, sc, g)}/selection.json"
+        "selection": f"{variant_dir(d, sc, g, root=root)}/selection.json"
     }
 
 
 def selected_eval_jobs(wildcards):
     """The chosen point's job: {selected} is filled in from the selection (evaluate_llm.py)."""
+    d, sc, g, root = (
+        wildcards.domain,
+        wildcards.scenario,
+        wildcards.grid,
+        root_of(wildcards),
+    )
+    return [
+        [
+            g,
+            grid_adapter(d, sc, g, "{selected}", root),
+            variant_dir(d, sc, g, root=root),
+        ]
+    ]
+
+
+def grid_select_input(wildcards):
     d, sc, g = wildcards.domain, wildcards.scenario, wildcards.grid
-    return [[g, grid_adapter(d, sc, g, "{selected}"), variant_dir(d, sc, g)]]
+    return grid_eval_dir(d, sc, g, "val", root_of(wildcards))
 
 
-def grid_outputs(d):
+def grid_outputs(d, root):
     """Every merge and control fusion output of a target domain."""
-    merges = [merge_dir(d, m) for m in MERGE_METHODS]
-    return merges + [control_dir(d, c, sc) for c in CONTROLS_ON for sc in SCENARIOS]
+    merges = [merge_dir(d, m, root) for m in MERGE_METHODS]
+    return merges + [
+        control_dir(d, c, sc, root) for c in CONTROLS_ON for sc in SCENARIOS
+    ]
 
 
 def evaluations():
-    """Every evaluation output: the LLM jobs' folders, the selections, the baselines."""
+    """Every evaluation output of every replicate: the LLM jobs' folders, the selections,
+    the grid variants; and the baselines (the same in every replicate)."""
     outputs = []
     for d in TARGET_DOMAINS:
         for sc in SCENARIOS:
-            outputs += [eval_dir(d, sc, sp) for sp in SPLITS]
-            outputs.append(f"{variant_dir(d, sc, SELECTED)}/selection.json")
-            for g in GRID_VARIANTS:
-                outputs.append(grid_eval_dir(d, sc, g, "val"))
-                outputs += [
-                    f"{variant_dir(d, sc, g)}/{name}"
-                    for name in (
-                        "selection.json",
-                        "predictions.parquet",
-                        "metrics.json",
-                    )
-                ]
+            for r in REPLICATES:
+                root = replicate_root(r)
+                outputs += [eval_dir(d, sc, sp, root) for sp in SPLITS]
+                outputs.append(
+                    f"{variant_dir(d, sc, SELECTED, root=root)}/selection.json"
+                )
+                for g in GRID_VARIANTS:
+                    outputs.append(grid_eval_dir(d, sc, g, "val", root))
+                    outputs += [
+                        f"{variant_dir(d, sc, g, root=root)}/{name}"
+                        for name in (
+                            "selection.json",
+                            "predictions.parquet",
+                            "metrics.json",
+                        )
+                    ]
             outputs += [
                 f"{variant_dir(d, sc, b)}/{name}"
                 for b in config["evaluate"]["baselines"]
@@ -315,11 +399,37 @@ def evaluations():
 def fusions():
     return [
         path
+        for r in REPLICATES
         for d in TARGET_DOMAINS
-        for path in [uniform_dir(d)]
-        + [fusion_dir(d, sc) for sc in SCENARIOS]
-        + grid_outputs(d)
+        for path in [uniform_dir(d, replicate_root(r))]
+        + [fusion_dir(d, sc, replicate_root(r)) for sc in SCENARIOS]
+        + grid_outputs(d, replicate_root(r))
     ]
+
+
+def adapters():
+    """Every adapter trained here, in every replicate."""
+    names = (["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS
+    return [adapter_dir(a, replicate_root(r)) for r in REPLICATES for a in names]
+
+
+def model_benchmarks(name, replicate):
+    """The benchmark files of a model-stage rule's jobs in one replicate (its _replicate
+    copy's beyond the first)."""
+    pairs = {"domain": TARGET_DOMAINS, "scenario": SCENARIOS}
+    wildcards = {
+        "train_general_adapter": {},
+        "train_domain_adapter": {"domain": TARGET_DOMAINS},
+        "fuse_adapters": pairs,
+        "evaluate_llm": pairs | {"split": SPLITS},
+        "merge_adapters": {"domain": TARGET_DOMAINS, "method": MERGE_METHODS},
+        "fuse_control": pairs | {"control": CONTROLS_ON},
+        "evaluate_grid": pairs | {"grid": GRID_VARIANTS, "split": "val"},
+        "evaluate_selected": pairs | {"grid": GRID_VARIANTS},
+    }[name]
+    if replicate:
+        name, wildcards = f"{name}_replicate", wildcards | {"replicate": replicate}
+    return expand(getattr(rules, name).benchmark, **wildcards)
 
 
 def benchmarks():
@@ -327,35 +437,34 @@ def benchmarks():
     files = expand(rules.ingest_domain.benchmark, domain=DOMAINS)
     files += expand(rules.build_examples.benchmark, domain=DOMAINS)
     files += expand(rules.build_instructions.benchmark, domain=DOMAINS)
+    model = ["train_domain_adapter", "fuse_adapters", "evaluate_llm"]
     if TRAIN_GENERAL:
         files += [rules.pool_general_instructions.benchmark]
-        files += [rules.train_general_adapter.benchmark]
-    files += expand(rules.train_domain_adapter.benchmark, domain=TARGET_DOMAINS)
-    pairs = {"domain": TARGET_DOMAINS, "scenario": SCENARIOS}
-    files += expand(rules.fuse_adapters.benchmark, **pairs)
-    files += expand(rules.evaluate_llm.benchmark, split=SPLITS, **pairs)
+        model.append("train_general_adapter")
     if MERGE_METHODS:
-        files += expand(
-            rules.merge_adapters.benchmark, domain=TARGET_DOMAINS, method=MERGE_METHODS
-        )
+        model.append("merge_adapters")
     if CONTROLS_ON:
-        files += expand(rules.fuse_control.benchmark, control=CONTROLS_ON, **pairs)
+        model.append("fuse_control")
     if GRID_VARIANTS:
-        files += expand(
-            rules.evaluate_grid.benchmark, grid=GRID_VARIANTS, split=SPLITS, **pairs
-        )
+        model += ["evaluate_grid", "evaluate_selected"]
+    files += [
+        f for r in REPLICATES for name in model for f in model_benchmarks(name, r)
+    ]
     if config["evaluate"]["baselines"]:
-        files += expand(rules.evaluate_baselines.benchmark, **pairs)
+        files += expand(
+            rules.evaluate_baselines.benchmark,
+            domain=TARGET_DOMAINS,
+            scenario=SCENARIOS,
+        )
     return files
 
 
 def report_inputs(wildcards):
     """Every file the report reads."""
-    adapters = (["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS
     return {
         "evaluations": evaluations(),
         "fusions": fusions(),
-        "adapters": [adapter_dir(a) for a in adapters],
+        "adapters": adapters(),
         "quality": expand("results/data/{domain}/quality.json", domain=TARGET_DOMAINS),
         "benchmarks": benchmarks(),
     }
@@ -365,8 +474,7 @@ def all_outputs():
     outputs = expand("results/data/{domain}/instructions.parquet", domain=DOMAINS)
     if TRAIN_GENERAL:
         outputs.append("results/data/general/instructions.parquet")
-        outputs.append(GENERAL_ADAPTER)
-    outputs += [adapter_dir(d) for d in TARGET_DOMAINS]
+    outputs += adapters()
     if HAS_GENERAL:
         outputs += fusions()
         outputs += evaluations()

@@ -109,6 +109,7 @@ rule report:
         cost="results/report/cost.csv",
         fusion_runs="results/report/fusion_runs.csv",
         mixing="results/report/mixing.csv",
+        replicates="results/report/replicates.csv",
         plots=report(
             directory("results/report/plots"),
             patterns=["{name}.png"],
@@ -132,6 +133,7 @@ rule report:
         bootstrap=config["evaluate"]["bootstrap"],
         alpha=config["report"]["alpha"],
         adjust=config["report"]["adjust"],
+        replicates=REPLICATES,
     script:
         "../workflow/scripts/report.py"
 
@@ -163,7 +165,7 @@ use rule evaluate_llm as evaluate_grid with:
 # only that point is evaluated on test (evaluate_selected).
 use rule select_molorec as select_grid with:
     input:
-        val=grid_eval_dir("{domain}", "{scenario}", "{grid}", "val"),
+        val=grid_select_input,
     output:
         selection=f"{GRID_SELECTED_DIR}/selection.json",
     log:
@@ -196,3 +198,55 @@ use rule evaluate_llm as evaluate_selected with:
         prompt=instruction_params,
         split="test",
         jobs=selected_eval_jobs,
+
+
+# Replicates: every evaluation and selection of the replicate's adapters, on the same
+# examples and candidates (the baselines are the same in every replicate: not repeated).
+use rule evaluate_llm as evaluate_llm_replicate with:
+    output:
+        directory(eval_dir("{domain}", "{scenario}", "{split}", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/eval/{domain}/{scenario}/{split}.log",
+    benchmark:
+        "results/benchmarks/eval/replicates/{replicate}/{domain}/{scenario}/{split}.tsv"
+
+
+use rule select_molorec as select_molorec_replicate with:
+    output:
+        **order_check_outputs(REPLICATE_SELECTED_DIR),
+        predictions=f"{REPLICATE_SELECTED_DIR}/predictions.parquet",
+        metrics=f"{REPLICATE_SELECTED_DIR}/metrics.json",
+        selection=f"{REPLICATE_SELECTED_DIR}/selection.json",
+    log:
+        "logs/replicates/{replicate}/eval/{domain}/{scenario}/molorec.log",
+
+
+use rule evaluate_grid as evaluate_grid_replicate with:
+    output:
+        directory(
+            grid_eval_dir(
+                "{domain}", "{scenario}", "{grid}", "{split}", REPLICATE_ROOT
+            )
+        ),
+    log:
+        "logs/replicates/{replicate}/eval/{domain}/{scenario}/{grid}/{split}.log",
+    benchmark:
+        "results/benchmarks/eval/replicates/{replicate}/{domain}/{scenario}/{grid}/{split}.tsv"
+
+
+use rule select_grid as select_grid_replicate with:
+    output:
+        selection=f"{REPLICATE_GRID_DIR}/selection.json",
+    log:
+        "logs/replicates/{replicate}/eval/{domain}/{scenario}/{grid}/select.log",
+
+
+use rule evaluate_selected as evaluate_selected_replicate with:
+    output:
+        **order_check_outputs(REPLICATE_GRID_DIR),
+        predictions=f"{REPLICATE_GRID_DIR}/predictions.parquet",
+        metrics=f"{REPLICATE_GRID_DIR}/metrics.json",
+    log:
+        "logs/replicates/{replicate}/eval/{domain}/{scenario}/{grid}/test.log",
+    benchmark:
+        "results/benchmarks/eval/replicates/{replicate}/{domain}/{scenario}/{grid}/test.tsv"

@@ -5,8 +5,8 @@
 # each from the same start and a fresh optimizer, in its own lr<lr>/ folder.
 rule fuse_adapters:
     input:
-        general=GENERAL_ADAPTER,
-        domain=adapter_dir("{domain}"),
+        general=general_of,
+        domain=domain_adapter_of,
         data="results/data/{domain}/instructions.parquet",
         base=base_model_input,
     output:
@@ -24,7 +24,9 @@ rule fuse_adapters:
         **stage_resources("fuse"),
     params:
         base=BASE_MODEL,
-        settings=lambda w: fusion_settings(config, w.domain, w.scenario),
+        settings=lambda w: fusion_settings(
+            config, w.domain, w.scenario, replicate=replicate_of(w)
+        ),
         lrs=fused_lrs,
     script:
         "../workflow/scripts/fuse_adapters.py"
@@ -32,8 +34,8 @@ rule fuse_adapters:
 
 rule uniform_adapter:
     input:
-        general=GENERAL_ADAPTER,
-        domain=adapter_dir("{domain}"),
+        general=general_of,
+        domain=domain_adapter_of,
         base=base_model_input,
     output:
         directory(uniform_dir("{domain}")),
@@ -49,7 +51,7 @@ rule uniform_adapter:
         runtime=30,
     params:
         base=BASE_MODEL,
-        settings=lambda w: fusion_settings(config, w.domain),
+        settings=lambda w: fusion_settings(config, w.domain, replicate=replicate_of(w)),
     script:
         "../workflow/scripts/uniform_adapter.py"
 
@@ -58,8 +60,8 @@ rule uniform_adapter:
 # merges.densities) from one load of the base model, each in its own folder.
 rule merge_adapters:
     input:
-        general=GENERAL_ADAPTER,
-        domain=adapter_dir("{domain}"),
+        general=general_of,
+        domain=domain_adapter_of,
         base=base_model_input,
     output:
         directory(merge_dir("{domain}", "{method}")),
@@ -79,7 +81,7 @@ rule merge_adapters:
     params:
         base=BASE_MODEL,
         points=lambda w: merge_grid(config, w.method),
-        seed=config["seed"],
+        seed=seed_of,
     script:
         "../workflow/scripts/merge_adapters.py"
 
@@ -97,5 +99,42 @@ use rule fuse_adapters as fuse_control with:
         control="|".join(CONTROLS_ON) or "^$",
     params:
         base=BASE_MODEL,
-        settings=lambda w: fusion_settings(config, w.domain, w.scenario, w.control),
+        settings=lambda w: fusion_settings(
+            config, w.domain, w.scenario, w.control, replicate_of(w)
+        ),
         lrs=fused_lrs,
+
+
+# Replicates: the same mixtures and merges of the replicate's adapters, with its seed.
+use rule fuse_adapters as fuse_adapters_replicate with:
+    output:
+        directory(fusion_dir("{domain}", "{scenario}", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/fusion/{domain}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/fusion/replicates/{replicate}/{domain}/{scenario}.tsv"
+
+
+use rule uniform_adapter as uniform_adapter_replicate with:
+    output:
+        directory(uniform_dir("{domain}", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/fusion/{domain}/uniform.log",
+
+
+use rule merge_adapters as merge_adapters_replicate with:
+    output:
+        directory(merge_dir("{domain}", "{method}", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/merges/{domain}/{method}.log",
+    benchmark:
+        "results/benchmarks/merges/replicates/{replicate}/{domain}/{method}.tsv"
+
+
+use rule fuse_control as fuse_control_replicate with:
+    output:
+        directory(control_dir("{domain}", "{control}", "{scenario}", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/fusion/{domain}/{control}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/fusion/replicates/{replicate}/{domain}/{control}/{scenario}.tsv"

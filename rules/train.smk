@@ -43,8 +43,10 @@ rule train_general_adapter:
     params:
         launch=launcher,
         base=BASE_MODEL,
-        settings=lambda wildcards: json.dumps(train_settings(config, "general")),
-        checkpoints="results/checkpoints/general",
+        settings=lambda w: json.dumps(
+            train_settings(config, "general", replicate_of(w))
+        ),
+        checkpoints=checkpoints_of("general"),
     shell:
         "{params.launch} -m molorec.train --base {params.base} --data {input.data}"
         " --kind general --out {output} --checkpoints {params.checkpoints}"
@@ -71,9 +73,28 @@ rule train_domain_adapter:
     params:
         launch=launcher,
         base=BASE_MODEL,
-        settings=lambda wildcards: json.dumps(train_settings(config, "domain")),
-        checkpoints="results/checkpoints/{domain}",
+        settings=lambda w: json.dumps(train_settings(config, "domain", replicate_of(w))),
+        checkpoints=checkpoints_of("{domain}"),
     shell:
         "{params.launch} -m molorec.train --base {params.base} --data {input.data}"
         " --kind domain --out {output} --checkpoints {params.checkpoints}"
         " --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+
+
+# Replicates (replicates: N): the same training with the replicate's seed.
+use rule train_general_adapter as train_general_adapter_replicate with:
+    output:
+        directory(adapter_dir("general", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/train/general.log",
+    benchmark:
+        "results/benchmarks/train/replicates/{replicate}/general.tsv"
+
+
+use rule train_domain_adapter as train_domain_adapter_replicate with:
+    output:
+        directory(adapter_dir("{domain}", REPLICATE_ROOT)),
+    log:
+        "logs/replicates/{replicate}/train/{domain}.log",
+    benchmark:
+        "results/benchmarks/train/replicates/{replicate}/{domain}.tsv"

@@ -87,12 +87,36 @@ def rule_blocks() -> dict[str, str]:
     return blocks
 
 
+def derived_rules() -> dict[str, tuple[str, str]]:
+    """Every ``use rule <base> as <name> with:`` statement: name -> (base, its body)."""
+    derived = {}
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        text = path.read_text()
+        for m in re.finditer(r"^use rule (\w+) as (\w+) with:\n", text, re.M):
+            lines = []
+            for line in text[m.end() :].splitlines(keepends=True):
+                if line.strip() and not line[0].isspace():
+                    break
+                lines.append(line)
+            derived[m.group(2)] = (m.group(1), "".join(lines))
+    return derived
+
+
 def test_every_rule_with_an_action_has_a_log_and_a_conda_env():
     blocks = rule_blocks()
-    # Every rule the workflow defines on the default config, and no other, is checked.
+    derived = derived_rules()
+    # Every rule the workflow defines on the default config, and no other, is checked: a
+    # rule derived with `use rule ... with:` keeps its base's conda env and action, and
+    # gives its own log (its outputs, so its wildcards, are its own).
     cmd = [sys.executable, "-m", "snakemake", "--list-rules"]
     listed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert sorted(name.split(":", 1)[1] for name in blocks) == sorted(listed.split())
+    names = [name.split(":", 1)[1] for name in blocks] + list(derived)
+    assert sorted(names) == sorted(listed.split())
+    defined = {name.split(":", 1)[1] for name in blocks}
+    for name, (base, body) in derived.items():
+        assert base in defined or base in derived, name
+        assert re.search(r"^    log:", body, re.M), f"rule {name} has no log:"
+        assert not re.search(r"^    conda:", body, re.M), f"rule {name}: the env is its base's"
     for name, body in blocks.items():
         if not re.search(r"^    (shell|script|run|notebook|wrapper):", body, re.M):
             continue  # a target rule such as `all`

@@ -25,9 +25,17 @@ def paper_config(**changes) -> dict:
 
 
 def test_the_paper_config_is_planned_from_the_domains_sizes(tmp_path, capsys):
-    work = plan(paper_config(), tmp_path / "no-results")
-    # 4 trainings; per target domain 2 fusion jobs and the uniform mixture, 4 LLM evaluations.
-    assert [work[s].loads for s in ("train", "fusion", "evaluate")] == [4, 9, 12]
+    config = paper_config()
+    work = plan(config, tmp_path / "no-results")
+    # 4 trainings; per target domain (3) 2 fusion jobs, the uniform mixture, a merge job per
+    # method (11) and a fusion job per control (2) and scenario; 4 LLM evaluations, and per
+    # grid variant (13) and scenario one on the selection set and one on test.
+    assert len(config["merges"]["methods"]) == 11 and len(config["controls"]) == 2
+    assert [work[s].loads for s in ("train", "fusion", "evaluate")] == [
+        4,
+        3 * (2 + 1 + 11 + 2 * 2),
+        3 * (4 + 13 * 2 * 2),
+    ]
     assert work["train"].train > 1e8 and work["evaluate"].prefill > 1e8
     # The order check evaluates every LLM variant twice, in the same jobs.
     for backend in ("rank", "generate"):
@@ -44,8 +52,10 @@ def test_the_paper_config_is_planned_from_the_domains_sizes(tmp_path, capsys):
 
 def test_model_loads_are_the_gpu_jobs_snakemake_plans(one_target_run, tokenizer, tmp_path):
     workdir = one_target_run[0]
-    # The run's config with two merge methods and both fusion controls: every GPU rule.
+    # The run's config with two merge methods, both fusion controls and 2 replicates:
+    # every GPU rule and its replicate copy.
     raw = yaml.safe_load((workdir / "config.yaml").read_text())
+    raw["replicates"] = 2
     raw["merges"] = {"methods": ["ties", "cat"], "weights": [[0.5, 0.5], [1, 1]]}
     raw["controls"] = ["molorec_selection", "molorec_supervised"]
     configfile = tmp_path / "grid.yaml"

@@ -1,6 +1,7 @@
 """Grid variants (molorec.plan.grid_variants): peft's merges and the fusion controls run as
 variants of their own on the sample, chosen on the selection set only, compared with
-molorec in the report's "Does mixing help?" section, and planned job by job."""
+molorec in the report's "Does mixing help?" section, and planned job by job; replicates
+(the model stages again with other seeds) in the same run."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from test_domains import planned_jobs, rules_of
 
 from molorec.evaluate import select_point, select_setting
 from molorec.metrics import per_example, target_rank
-from molorec.plan import grid_points, grid_variants, merge_grid
+from molorec.plan import grid_points, grid_variants, merge_grid, replicate_root
 from molorec.report import MIXING_AGAINST, mixing_verdict
+from molorec.settings import fusion_settings, train_settings
 
 GRID_RULES = {"merge_adapters", "fuse_control", "evaluate_grid", "select_grid", "evaluate_selected"}
 
@@ -30,6 +32,7 @@ def grid_config() -> dict:
     }
     config["controls"] = ["molorec_selection", "molorec_supervised"]
     config["evaluate"]["baselines"] = ["pop", "content"]
+    config["replicates"] = 2
     return config
 
 
@@ -251,3 +254,85 @@ def test_the_verdict_says_what_the_tests_show():
     assert "The content (title-overlap) baseline is better than molorec." in mixing_verdict(
         content, 0.05
     )
+
+
+# --- replicates ---------------------------------------------------------------------------
+
+
+def test_replicates_differ_only_in_their_seeds(grid_run):
+    workdir, config = grid_run
+    from molorec.config import check_config
+
+    full = check_config(copy.deepcopy(config), base_dir=workdir)
+    for kind in ("general", "domain"):
+        first, second = train_settings(full, kind, 0), train_settings(full, kind, 1)
+        assert {k for k in first if first[k] != second[k]} == {"seed"}
+        assert second["seed"] == first["seed"] + 1
+    for control in (None, "molorec_supervised"):
+        first = fusion_settings(full, "beauty", "warm", control, 0)
+        second = fusion_settings(full, "beauty", "warm", control, 1)
+        assert {k for k in first if first[k] != second[k]} == {"seed"}
+    results = workdir / "results"
+    other = workdir / replicate_root(1)
+    # Other adapters, of the same shape, trained on the same rows.
+    for adapter in ("general", "beauty"):
+        ours, theirs = results / "adapters" / adapter, other / "adapters" / adapter
+        config_file = "adapter_config.json"
+        assert (ours / config_file).read_bytes() == (theirs / config_file).read_bytes()
+        weights = "adapter_model.safetensors"
+        assert (ours / weights).read_bytes() != (theirs / weights).read_bytes()
+    # The same examples and candidates: the data stage and the baselines are not repeated.
+    assert not (other / "data").exists() and not (other / "eval/beauty/warm/pop").exists()
+    for variant in ("test/domain", "molorec", "merge_cat", "molorec_selection"):
+        a = pl.read_parquet(results / f"eval/beauty/warm/{variant}/predictions.parquet")
+        b = pl.read_parquet(other / f"eval/beauty/warm/{variant}/predictions.parquet")
+        assert a["user"].to_list() == b["user"].to_list()
+        assert a["target"].to_list() == b["target"].to_list()
+        assert sorted(map(sorted, a["ranking"].to_list())) == sorted(
+            map(sorted, b["ranking"].to_list())
+        )
+
+
+def test_the_report_pools_replicates_and_shows_their_spread(grid_run):
+    workdir, _ = grid_run
+    results = workdir / "results"
+    spread = pl.read_csv(results / "report/replicates.csv")
+    counts = dict(zip(spread["variant"], spread["replicates"], strict=False))
+    assert counts["molorec"] == counts["merge_ties"] == counts["domain"] == 2
+    assert counts["pop"] == counts["content"] == 1  # the same in every replicate
+    # molorec against domain: each example's value is its mean over the two replicates.
+    tests = pl.read_csv(results / "report/paired_tests.csv").filter(
+        pl.col("variant") == "molorec", pl.col("against") == "domain", pl.col("scenario") == "warm"
+    )
+    diffs = []
+    for root in (results, workdir / replicate_root(1)):
+        ours = ranks_of(root / "eval/beauty/warm/molorec/predictions.parquet")["HR@1"]
+        theirs = ranks_of(root / "eval/beauty/warm/test/domain/predictions.parquet")["HR@1"]
+        diffs.append(ours - theirs)
+    hr1 = tests.filter(pl.col("metric") == "HR@1").row(0, named=True)
+    assert hr1["diff"] == pytest.approx(float(np.mean(diffs)))
+    assert hr1["n"] == len(diffs[0])  # examples, not replicates x examples
+    summary = (results / "report/summary.md").read_text()
+    assert "## Replicates" in summary
+
+
+def test_adding_a_replicate_plans_only_its_jobs(grid_run):
+    workdir, config = grid_run
+    grown = copy.deepcopy(config)
+    grown["replicates"] = 3
+    jobs = planned_jobs(workdir, grown)
+    others = {(rule, w) for rule, w in jobs if "replicate=2" not in w.split(", ")}
+    assert others == {("report", ""), ("all", "")}
+    assert {rule for rule, _ in jobs} - {"report", "all"} == {
+        "train_general_adapter_replicate",
+        "train_domain_adapter_replicate",
+        "fuse_adapters_replicate",
+        "uniform_adapter_replicate",
+        "merge_adapters_replicate",
+        "fuse_control_replicate",
+        "evaluate_llm_replicate",
+        "select_molorec_replicate",
+        "evaluate_grid_replicate",
+        "select_grid_replicate",
+        "evaluate_selected_replicate",
+    }

@@ -315,7 +315,11 @@ def test_report(sample_run):
         for p in (report / "plots").glob("*.png")
     }
     assert set(panels["training_loss.png"]["series"]) == {"general", *targets}
-    fusion_runs = {"/".join(p.parts[-3:]) for p in (workdir / "results/fusion").glob("*/*/lr*")}
+    # a series per fusion run: domain/scenario/variant/lr (molorec's, without controls here)
+    fusion_runs = {
+        f"{p.parts[-3]}/{p.parts[-2]}/molorec/{p.name}"
+        for p in (workdir / "results/fusion").glob("*/*/lr*")
+    }
     for name in ("fusion_trajectories.png", "fusion_weight_entropy.png"):
         assert set(panels[name]["series"]) == fusion_runs
     for domain in targets:

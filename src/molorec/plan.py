@@ -36,6 +36,25 @@ SELECTED = "molorec"
 VARIANTS = (*FIXED_VARIANTS, SELECTED)
 
 
+# --- replicates: the adapters, mixtures and evaluations again with other seeds -----------
+
+
+def replicates(config: dict) -> list[int]:
+    """0 (the run itself, under results/) and every further replicate (replicates: N)."""
+    return list(range(config.get("replicates", 1)))
+
+
+def replicate_root(replicate: int | str, root: str = RESULTS) -> str:
+    """Where a replicate's adapters, fusion, merges and evaluations lie: results/ for the
+    run itself, results/replicates/<r>/ for another; the data stage is shared by all."""
+    return root if str(replicate) == "0" else f"{root}/replicates/{replicate}"
+
+
+def replicate_seed(config: dict, replicate: int) -> int:
+    """The training, fusion and merge seed of a replicate (the data's stays config seed)."""
+    return config["seed"] + int(replicate)
+
+
 def lr_label(lr: float) -> str:
     """A learning rate as it appears in paths: 0.5 -> 0.5, 1.0 -> 1, 1e-05 -> 1e-05."""
     return f"{lr:g}"
@@ -199,6 +218,7 @@ class Job:
     split: str | None = None
     variants: list[str] = field(default_factory=list)
     grid: str | None = None  # the grid variant of a merge, control or grid evaluation job
+    replicate: int = 0
 
 
 # Every GPU rule, and the stage of the cost plan (molorec.cost) its work counts in.
@@ -213,36 +233,54 @@ GPU_RULES = {
     "evaluate_grid": "evaluate",
     "evaluate_selected": "evaluate",
 }
+# Every GPU rule has a copy for the replicates beyond the first (rules/*.smk: use rule).
+REPLICATE_COPY = "_replicate"
+GPU_RULES |= {f"{rule}{REPLICATE_COPY}": stage for rule, stage in GPU_RULES.items()}
 
 
 def gpu_jobs(config: dict) -> list[Job]:
     """Every GPU job the workflow plans for ``config``, in the order of the stages."""
+    return [job for r in replicates(config) for job in replicate_jobs(config, r)]
+
+
+def replicate_jobs(config: dict, replicate: int) -> list[Job]:
+    """The GPU jobs of one replicate: a general adapter trained here is trained again
+    (a shared one is shared by every replicate), and everything after it."""
     jobs = []
+    r = replicate
     if domains_with_role(config, "general"):
-        jobs.append(Job("train_general_adapter"))
+        jobs.append(Job("train_general_adapter", replicate=r))
     targets = domains_with_role(config, "target")
-    jobs += [Job("train_domain_adapter", d) for d in targets]
+    jobs += [Job("train_domain_adapter", d, replicate=r) for d in targets]
     if not (domains_with_role(config, "general") or config.get("general_adapter")):
         return jobs  # nothing to mix with
     for d in targets:
-        jobs += [Job("fuse_adapters", d, sc, variants=lr_variants(config, sc)) for sc in SCENARIOS]
-        jobs.append(Job("uniform_adapter", d))
+        jobs += [
+            Job("fuse_adapters", d, sc, variants=lr_variants(config, sc), replicate=r)
+            for sc in SCENARIOS
+        ]
+        jobs.append(Job("uniform_adapter", d, replicate=r))
         for m in merge_methods(config):
             v = MERGE + m
-            jobs.append(Job("merge_adapters", d, variants=grid_points(config, v, ""), grid=v))
+            jobs.append(
+                Job("merge_adapters", d, variants=grid_points(config, v, ""), grid=v, replicate=r)
+            )
         for c in controls(config):
             jobs += [
-                Job("fuse_control", d, sc, variants=lr_variants(config, sc), grid=c)
+                Job("fuse_control", d, sc, variants=lr_variants(config, sc), grid=c, replicate=r)
                 for sc in SCENARIOS
             ]
     for d in targets:
         for sc in SCENARIOS:
             for sp in SPLITS:
-                jobs.append(Job("evaluate_llm", d, sc, sp, run_variants(config, sc, sp)))
+                jobs.append(
+                    Job("evaluate_llm", d, sc, sp, run_variants(config, sc, sp), replicate=r)
+                )
                 for v in grid_variants(config):
                     # every point on the selection set; on test the chosen one only
                     if sp == "val":
-                        jobs.append(Job("evaluate_grid", d, sc, sp, grid_points(config, v, sc), v))
+                        points = grid_points(config, v, sc)
+                        jobs.append(Job("evaluate_grid", d, sc, sp, points, v, r))
                     else:
-                        jobs.append(Job("evaluate_selected", d, sc, sp, [v], v))
+                        jobs.append(Job("evaluate_selected", d, sc, sp, [v], v, r))
     return jobs

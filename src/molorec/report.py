@@ -31,6 +31,7 @@ from molorec.plan import (
     fused_dir,
     fusion_dir,
     is_merge,
+    replicate_root,
     variant_dir,
 )
 
@@ -90,17 +91,21 @@ PAIRS = (
 )
 
 
-def comparisons(results: Path, domains, scenarios, variants, pairs=PAIRS) -> list[dict]:
+def comparisons(
+    results: Path, domains, scenarios, variants, pairs=PAIRS, replicates=(0,)
+) -> list[dict]:
     """Each pair of variants on the same test examples, per domain, scenario and metric: the
-    keys of a test and the two variants' per-example values (``a``, ``b``)."""
+    keys of a test and the two variants' per-example values (``a``, ``b``). With several
+    replicates, a variant's value of an example is its mean over the replicates: the test
+    pools replicates and examples and still resamples examples, the independent unit."""
     out = []
     for domain in domains:
         for scenario in scenarios:
             for variant, other in pairs:
                 if variant not in variants or other not in variants:
                     continue
-                ours = _per_example(_variant(results, domain, scenario, variant))
-                theirs = _per_example(_variant(results, domain, scenario, other))
+                ours = replicate_mean(results, domain, scenario, variant, replicates)
+                theirs = replicate_mean(results, domain, scenario, other, replicates)
                 for metric in HEADLINE:
                     out.append(
                         {
@@ -166,10 +171,11 @@ def paired_tests(
     pairs=PAIRS,
     seed: int = 0,
     n_boot: int = 1000,
+    replicates=(0,),
 ) -> pl.DataFrame:
-    """Each pair of variants compared example by example on the same test examples, with
-    p-values adjusted over all of them (family_tests)."""
-    tests = comparisons(results, domains, scenarios, variants, pairs)
+    """Each pair of variants compared example by example on the same test examples (their
+    means over the replicates), with p-values adjusted over all of them (family_tests)."""
+    tests = comparisons(results, domains, scenarios, variants, pairs, replicates)
     return family_tests(tests, alpha, adjust, seed, n_boot)
 
 
@@ -197,11 +203,18 @@ def best_merges(metrics: pl.DataFrame) -> dict[tuple[str, str], str]:
     return {k: v for k, (v, _) in best.items()}
 
 
-def mixing_table(tests: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
+def mixing_table(
+    tests: pl.DataFrame, metrics: pl.DataFrame, spread: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """One row per (domain, scenario, comparison) of molorec against MIXING_AGAINST: the
     paired tests' differences, intervals, adjusted p-values and mde of HR@1 and NDCG@3
-    (paired_tests.csv's rows, the same family), and which merge was the best."""
+    (paired_tests.csv's rows, the same family), which merge was the best, and from
+    ``spread`` (replicate_table) the replicates and both variants' sd over them."""
     best = best_merges(metrics) if "selection_score" in metrics.columns else {}
+    sd = {}
+    if spread is not None:
+        for r in spread.iter_rows(named=True):
+            sd[(r["domain"], r["scenario"], r["variant"])] = r
     rows = []
     ours = tests.filter(pl.col("variant") == SELECTED)
     for (domain, scenario), group in ours.group_by(["domain", "scenario"], maintain_order=True):
@@ -216,6 +229,12 @@ def mixing_table(tests: pl.DataFrame, metrics: pl.DataFrame) -> pl.DataFrame:
                 row["n"] = t["n"]
                 for k in ("diff", "lo", "hi", "p_adj", "mde"):
                     row[f"{metric} {k}"] = t[k]
+            ours, theirs = sd.get((domain, scenario, SELECTED)), sd.get((domain, scenario, name))
+            if ours and theirs:
+                row["replicates"] = ours["replicates"]
+                for metric in ("HR@1", "NDCG@3"):
+                    row[f"{metric} sd molorec"] = ours[f"{metric} sd"]
+                    row[f"{metric} sd other"] = theirs[f"{metric} sd"]
             rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
 
@@ -316,6 +335,11 @@ def mixing_section(mixing: pl.DataFrame, alpha: float) -> list[str]:
             pl.col("NDCG@3 p_adj").round(3),
             pl.col("HR@1 mde").round(3),
             pl.col("NDCG@3 mde").round(3),
+            *[
+                pl.col(c).round(3)
+                for c in ("HR@1 sd molorec", "HR@1 sd other")
+                if c in rows.columns and rows["replicates"].max() > 1
+            ],
         )
         parts += [
             "",
@@ -326,6 +350,37 @@ def mixing_section(mixing: pl.DataFrame, alpha: float) -> list[str]:
             _markdown(shown),
         ]
     return parts
+
+
+def replicate_section(spread: pl.DataFrame) -> list[str]:
+    """summary.md's replicates: each variant's mean, sd, min and max over the replicates;
+    nothing with one replicate."""
+    if spread.is_empty() or spread["replicates"].max() < 2:
+        return []
+    shown = spread.select(
+        "domain",
+        "scenario",
+        "variant",
+        "replicates",
+        *[
+            pl.format(
+                "{} ± {} [{}, {}]",
+                *[pl.col(f"{m} {k}").round(3) for k in ("mean", "sd", "min", "max")],
+            ).alias(m)
+            for m in ("HR@1", "NDCG@3")
+        ],
+    )
+    return [
+        "",
+        "## Replicates",
+        "",
+        "Each LLM variant trained, mixed and evaluated again with other seeds (replicates); "
+        "the data, candidates and baselines are the same in every replicate. Mean ± sd "
+        "[min, max] over the replicates; the paired tests above use each example's mean "
+        "over them.",
+        "",
+        _markdown(shown),
+    ]
 
 
 ADJUSTED = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
@@ -435,6 +490,60 @@ def _by_layer_type(weights: dict[str, list[float]]) -> dict[str, list[float]]:
     for stem, w in weights.items():
         kinds.setdefault(stem.rsplit(".", 1)[-1], []).append(w[0])
     return kinds
+
+
+def is_replicated(variant: str) -> bool:
+    """An LLM variant is run again in every replicate; a baseline is the same in all."""
+    from molorec.baselines import BASELINES
+
+    return variant not in BASELINES
+
+
+def replicate_roots(results: Path, variant: str, replicates=(0,)) -> list[Path]:
+    """The results roots of a variant's replicates (one for a baseline)."""
+    if not is_replicated(variant):
+        return [results]
+    return [Path(replicate_root(r, root=str(results))) for r in replicates]
+
+
+def replicate_mean(results: Path, domain, scenario, variant, replicates=(0,)) -> dict:
+    """Per metric, a variant's per-example values averaged over its replicates."""
+    runs = [
+        _per_example(_variant(root, domain, scenario, variant))
+        for root in replicate_roots(results, variant, replicates)
+    ]
+    return {k: np.mean([run[k] for run in runs], axis=0) for k in runs[0]}
+
+
+def replicate_table(results: Path, domains, scenarios, variants, replicates=(0,)) -> pl.DataFrame:
+    """Per (domain, scenario, variant): each headline metric's mean over the replicates,
+    its standard deviation (ddof 1; null for one replicate), min and max."""
+    rows = []
+    for domain in domains:
+        for scenario in scenarios:
+            for variant in variants:
+                roots = replicate_roots(results, variant, replicates)
+                values = [
+                    json.loads(
+                        (
+                            Path(variant_dir(domain, scenario, variant, root=str(r)))
+                            / "metrics.json"
+                        ).read_text()
+                    )
+                    for r in roots
+                ]
+                row = {"domain": domain, "scenario": scenario, "variant": variant}
+                row["replicates"] = len(values)
+                for k in HEADLINE:
+                    v = np.array([m[k] for m in values], dtype=float)
+                    row |= {
+                        f"{k} mean": float(v.mean()),
+                        f"{k} sd": float(v.std(ddof=1)) if len(v) > 1 else None,
+                        f"{k} min": float(v.min()),
+                        f"{k} max": float(v.max()),
+                    }
+                rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def _variant(results: Path, domain: str, scenario: str, variant: str) -> Path:
@@ -607,6 +716,7 @@ def summary_markdown(
     id_only: list[str] | tuple[str, ...] = (),
     checks: list[str] | tuple[str, ...] = (),
     mixing: list[str] | tuple[str, ...] = (),
+    replicates: list[str] | tuple[str, ...] = (),
 ) -> str:
     """summary.md. ``id_only``: the baselines that know items only by their training
     interactions (molorec.baselines, id_only), named under the cold table."""
@@ -665,6 +775,7 @@ def summary_markdown(
             _markdown(sel),
         ]
     parts += list(mixing)
+    parts += list(replicates)
     parts += [
         "",
         "## Did it learn? Paired bootstrap tests on the test examples",
@@ -776,21 +887,27 @@ def build(
     alpha: float,
     adjust: str,
     benchmarks: list[Path] = (),
+    replicates=(0,),
 ) -> None:
-    """Write metrics.csv, paired_tests.csv, cost.csv, summary.md and the plots; the paired
-    tests are judged at ``alpha`` after the ``adjust`` adjustment (holm or bh)."""
+    """Write metrics.csv, paired_tests.csv, replicates.csv, mixing.csv, cost.csv,
+    summary.md and the plots; the paired tests (pooled over ``replicates``) are judged at
+    ``alpha`` after the ``adjust`` adjustment (holm or bh). metrics.csv is the first
+    replicate's (the run under results/)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_table(results, domains, scenarios, variants)
     metrics.write_csv(out / "metrics.csv")
+    pairs = pairs_for(variants)
     tests = paired_tests(
-        results, domains, scenarios, variants, alpha, adjust, pairs_for(variants), seed, n_boot
+        results, domains, scenarios, variants, alpha, adjust, pairs, seed, n_boot, replicates
     )
     tests.write_csv(out / "paired_tests.csv")
+    spread = replicate_table(results, domains, scenarios, variants, replicates)
+    spread.write_csv(out / "replicates.csv")
     cost = cost_table(results, benchmarks, adapters, domains, scenarios, variants)
     cost.write_csv(out / "cost.csv")
     health = fusion_health(results, domains, scenarios, variants)
     health.write_csv(out / "fusion_runs.csv")
-    mixing = mixing_table(tests, metrics)
+    mixing = mixing_table(tests, metrics, spread)
     mixing.write_csv(out / "mixing.csv")
     quality = {d: json.loads((results / "data" / d / "quality.json").read_text()) for d in domains}
     summary = summary_markdown(
@@ -804,6 +921,7 @@ def build(
         id_only=id_only_baselines(variants),
         checks=evaluation_checks(results, domains, scenarios, variants),
         mixing=mixing_section(mixing, alpha),
+        replicates=replicate_section(spread),
     )
     (out / "summary.md").write_text(summary)
 

@@ -150,12 +150,17 @@ def instruction_settings(config: dict, domain: str) -> dict:
     }
 
 
-def train_settings(config: dict, kind: str) -> dict:
+def train_settings(config: dict, kind: str, replicate: int = 0) -> dict:
     """TrainSettings fields of one kind of adapter (general | domain): the common
-    ``train:`` settings, then ``train.<kind>``; the seed is the top-level seed and an
-    ``auto`` precision model.precision."""
+    ``train:`` settings, then ``train.<kind>``; the seed is the replicate's (the top-level
+    seed for the run itself: molorec.plan.replicate_seed) and an ``auto`` precision
+    model.precision."""
+    from molorec.plan import replicate_seed
+
     common = {k: v for k, v in config["train"].items() if k not in ("general", "domain")}
     settings = {"seed": config["seed"], **common, **config["train"].get(kind, {})}
+    # a train.seed of the config is the run's own; a replicate offsets it as it does seed
+    settings["seed"] += replicate_seed(config, replicate) - config["seed"]
     if settings.get("precision", "auto") == "auto":
         settings["precision"] = config["model"].get("precision", "auto")
     return dict(sorted(settings.items()))
@@ -169,20 +174,27 @@ CONTROL_SETTINGS = {
 
 
 def fusion_settings(
-    config: dict, domain: str, scenario: str | None = None, control: str | None = None
+    config: dict,
+    domain: str,
+    scenario: str | None = None,
+    control: str | None = None,
+    replicate: int = 0,
 ) -> dict:
     """FusionSettings fields of a target domain (its own fusion keys, e.g. k, over the
     common ones) without the lr, which each run of the grid sets. With a scenario, the
     choice and count of the prompts it adapts on; without (the uniform mixture), none.
-    ``control``: a fusion control's settings (CONTROL_SETTINGS) over molorec's."""
+    ``control``: a fusion control's settings (CONTROL_SETTINGS) over molorec's; the seed
+    is the ``replicate``'s (molorec.plan.replicate_seed)."""
+    from molorec.plan import replicate_seed
+
     if control is not None:
-        return dict(
-            sorted((fusion_settings(config, domain, scenario) | CONTROL_SETTINGS[control]).items())
-        )
+        settings = fusion_settings(config, domain, scenario, replicate=replicate)
+        return dict(sorted((settings | CONTROL_SETTINGS[control]).items()))
     fusion = config["fusion"] | config["domains"][domain].get("fusion", {})
     skipped = {"lr", "seed", "precision", "objective", *ADAPTATION_KEYS}
     settings = {f.name: fusion[f.name] for f in fields(FusionSettings) if f.name not in skipped}
-    settings |= {"seed": config["seed"], "precision": config["model"]["precision"]}
+    seed = replicate_seed(config, replicate)
+    settings |= {"seed": seed, "precision": config["model"]["precision"]}
     if scenario is not None:
         settings |= {
             "n_prompts": fusion["n_prompts"][scenario],

@@ -23,6 +23,7 @@ with log_to(snakemake.log[0]) as log:
         alpha=p.alpha,
         adjust=p.adjust,
         benchmarks=[Path(b) for b in snakemake.input.benchmarks],
+        replicates=p.replicates,
     )
     plots = Path(snakemake.output.plots)
     plots.mkdir(parents=True, exist_ok=True)
