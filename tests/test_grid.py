@@ -21,6 +21,20 @@ from molorec.report import MIXING_AGAINST, mixing_verdict
 from molorec.settings import fusion_settings, train_settings
 
 GRID_RULES = {"merge_adapters", "fuse_control", "evaluate_grid", "select_grid", "evaluate_selected"}
+# The jobs a merge method plans (a control plans fuse_control instead of merge_adapters).
+MERGE_JOBS = GRID_RULES - {"fuse_control"} | {"report", "all"}
+CONTROL_JOBS = GRID_RULES - {"merge_adapters"} | {"report", "all"}
+
+
+def in_replicates(rules: set[str]) -> set[str]:
+    """The rules and their replicate copies (grid_config runs 2 replicates)."""
+    return rules | {f"{r}_replicate" for r in rules - {"report", "all"}}
+
+
+def assert_plans_only(jobs, rules: set[str], name: str) -> None:
+    """The planned jobs are of these rules, and all but the report's are ``name``'s."""
+    assert rules_of(jobs) == rules
+    assert all(name in w for rule, w in jobs if rule not in ("report", "all"))
 
 
 def grid_config() -> dict:
@@ -181,46 +195,21 @@ def test_adding_a_merge_method_plans_only_its_jobs(grid_run):
     workdir, config = grid_run
     grown = copy.deepcopy(config)
     grown["merges"]["methods"].append("dare_linear")
-    jobs = planned_jobs(workdir, grown)
-    assert rules_of(jobs) == {
-        "merge_adapters",
-        "evaluate_grid",
-        "select_grid",
-        "evaluate_selected",
-        "report",
-        "all",
-    }
-    assert all("dare_linear" in w for rule, w in jobs if rule not in ("report", "all"))
+    assert_plans_only(planned_jobs(workdir, grown), in_replicates(MERGE_JOBS), "dare_linear")
 
 
 def test_adding_a_control_to_a_finished_run_plans_only_its_jobs(one_target_run):
     workdir, config = one_target_run[0], one_target_run[1]
     grown = copy.deepcopy(config)
     grown["controls"] = ["molorec_selection"]
-    jobs = planned_jobs(workdir, grown)
-    assert rules_of(jobs) == {
-        "fuse_control",
-        "evaluate_grid",
-        "select_grid",
-        "evaluate_selected",
-        "report",
-        "all",
-    }
-    assert all("molorec_selection" in w for rule, w in jobs if rule not in ("report", "all"))
+    assert_plans_only(planned_jobs(workdir, grown), CONTROL_JOBS, "molorec_selection")
 
 
 def test_changing_a_merge_s_weights_reruns_the_merges_not_molorec(grid_run):
     workdir, config = grid_run
     changed = copy.deepcopy(config)
     changed["merges"]["weights"] = [[0.5, 0.5], [0.75, 0.25]]
-    assert rules_of(planned_jobs(workdir, changed)) == {
-        "merge_adapters",
-        "evaluate_grid",
-        "select_grid",
-        "evaluate_selected",
-        "report",
-        "all",
-    }
+    assert rules_of(planned_jobs(workdir, changed)) == in_replicates(MERGE_JOBS)
 
 
 def mixing_rows(diffs: dict[str, tuple[float, float, float]], n: int = 40) -> pl.DataFrame:

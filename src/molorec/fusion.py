@@ -604,9 +604,13 @@ def adaptation_prompts(
     that reads one bit of it per prompt. ``first_n`` reads nothing of the label: the first n
     prompts of the split whatever their target, the same for both scenarios."""
     rows = adaptation_rows(instructions, scenario, adapt_on, n, choice)
+    return without_answers(rows["messages"].to_list())
+
+
+def without_answers(conversations: list[list[dict]]) -> list[list[dict]]:
+    """The conversations without their assistant turn (the label)."""
     return [
-        [turn for turn in messages if turn["role"] != "assistant"]
-        for messages in rows["messages"].to_list()
+        [turn for turn in messages if turn["role"] != "assistant"] for messages in conversations
     ]
 
 
@@ -655,7 +659,7 @@ def run_lrs(
     )
     supervised = settings.objective != "entropy"  # reads the labelled answers
     conversations = rows["messages"].to_list()
-    prompts = [[t for t in messages if t["role"] != "assistant"] for messages in conversations]
+    prompts = without_answers(conversations)
     if not prompts:
         raise ValueError(f"{instructions}: no {adapt_on} prompts for the {scenario} scenario")
     infos, drafts = [], None
