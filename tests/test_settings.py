@@ -63,6 +63,7 @@ ROUTES = [
 # code base, and there proves nothing.
 READERS = {
     "seed": [],  # config["seed"], passed on by the routes
+    "replicates": [],  # molorec.plan.replicates, a route: the rules plan the copies
     "domains": ["data/*.py", "io/*.py"],
     "data": ["data/*.py", "io/*.py"],
     "prompt": ["data/instructions.py"],
