@@ -175,6 +175,31 @@ def test_an_adapter_trains_on_what_is_not_held_out(tiny, tmp_path):
     assert not picked["held_out"].any()
 
 
+def test_max_rows_trains_on_a_subset_fixed_by_the_data(tmp_path):
+    """train.max_rows (the data-scarce regime): that many of the trainable rows, chosen by
+    their key, not by their order in the file and not by the seed, so every replicate and
+    every shuffle of the data trains on the same rows; held-out rows never enter."""
+    from molorec.train import training_rows
+
+    rows = pl.concat(
+        [
+            pl.read_parquet(instructions(tmp_path / "a.parquet", 40, split="train")),
+            pl.read_parquet(instructions(tmp_path / "b.parquet", 10, split="test")),
+        ]
+    )
+    picked = training_rows(rows, max_rows=12)
+    assert picked.height == 12 and not picked["held_out"].any()
+    shuffled = training_rows(rows.sample(fraction=1.0, shuffle=True, seed=3), max_rows=12)
+    assert sorted(shuffled["user"]) == sorted(picked["user"])
+    assert picked["user"].to_list() != [f"U{i}" for i in range(12)]  # not the first rows
+    trained = rows.filter(~pl.col("held_out"))
+    assert training_rows(rows, max_rows=0).equals(trained)
+    assert training_rows(rows, max_rows=40).equals(trained)
+    # Kept in the file's order: the step plan's shuffle is the seed's, not the subset's.
+    order = {u: i for i, u in enumerate(trained["user"])}
+    assert [order[u] for u in picked["user"]] == sorted(order[u] for u in picked["user"])
+
+
 # --- resume and data parallelism ----------------------------------------------------------
 
 

@@ -145,6 +145,8 @@ def plan(config: dict, results: Path, tokenizer=None) -> dict[str, Work]:
     def epochs(kind: str, examples: float, length: float) -> float:
         s = {**train_cfg, **train_cfg.get(kind, {})}
         batch = s["per_device_batch"] * s["grad_accum"]
+        if s["max_rows"] > 0:  # molorec.train.training_rows: a fixed subset
+            examples = min(examples, s["max_rows"])
         seen = examples * s["epochs"]
         if s["max_steps"] > 0:
             seen = min(seen, s["max_steps"] * batch)

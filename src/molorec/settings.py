@@ -42,6 +42,7 @@ class TrainSettings:
     warmup_ratio: float = _TRAIN["warmup_ratio"]
     epochs: float = _TRAIN["epochs"]
     max_steps: int = _TRAIN["max_steps"]  # > 0 stops early (tests, smoke runs)
+    max_rows: int = _TRAIN["max_rows"]  # > 0: a fixed subset of the rows (molorec.train)
     per_device_batch: int = _TRAIN["per_device_batch"]
     grad_accum: int = _TRAIN["grad_accum"]
     max_length: int = _TRAIN["max_length"]

@@ -34,6 +34,7 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
+from molorec.data.examples import stable_hash
 from molorec.model import sort_target_modules
 from molorec.settings import TrainSettings
 
@@ -79,11 +80,24 @@ def encode(tokenizer, conversations: list[list[dict]], max_length: int) -> tuple
     return out, cut
 
 
-def training_rows(instructions: pl.DataFrame) -> pl.DataFrame:
+def training_rows(instructions: pl.DataFrame, max_rows: int = 0) -> pl.DataFrame:
     """What an adapter trains on: every example not held out (molorec.data.examples): for a
     domain its train examples and the validation examples with a warm target, outside the
-    selection users; the pooled general set has no held-out rows left."""
-    return instructions.filter(~pl.col("held_out"))
+    selection users; the pooled general set has no held-out rows left.
+
+    ``max_rows`` > 0 keeps that many, those with the smallest hash of their key (bottom-k, as
+    the data stage samples train positions): a subset fixed by the data, not by the seed, so
+    replicates train on the same rows, kept in their original order.
+    """
+    rows = instructions.filter(~pl.col("held_out"))
+    if max_rows <= 0 or rows.height <= max_rows:
+        return rows
+    # blake2b, not polars' hash: polars does not promise the same hash across versions.
+    keys = [
+        stable_hash(*key) for key in rows.select("domain", "user", "split", "position").iter_rows()
+    ]
+    take = pl.Series(keys, dtype=pl.UInt64).arg_sort().head(max_rows).sort()
+    return rows[take]
 
 
 # --- the step plan ----------------------------------------------------------------------
@@ -318,7 +332,7 @@ def train(
         use_sparse_dropout(model)  # torch's CPU dropout draws a number per element
     model.train()
 
-    rows = pl.concat([training_rows(pl.read_parquet(p)) for p in data_files])
+    rows = training_rows(pl.concat([pl.read_parquet(p) for p in data_files]), s.max_rows)
     if rows.is_empty():
         raise ValueError(f"{', '.join(map(str, data_files))}: no training rows (all held out)")
     examples, cut = encode(tokenizer, rows["messages"].to_list(), s.max_length)
