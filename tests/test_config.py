@@ -149,7 +149,8 @@ def test_a_shared_general_adapter_excludes_general_domains(config, tmp_path):
         check_config(config, base_dir=tmp_path)
 
 
-def test_model_precision_reaches_training_unless_train_sets_its_own():
+def test_model_precision_reaches_training_unless_train_sets_its_own(monkeypatch):
+    import molorec.model
     from molorec.model import uses_bf16
     from molorec.settings import train_settings
 
@@ -158,14 +159,11 @@ def test_model_precision_reaches_training_unless_train_sets_its_own():
     config["train"]["domain"] = {"precision": "fp32"}
     assert train_settings(config, "domain")["precision"] == "fp32"
     assert train_settings(config, "general")["precision"] == "bf16"
-    assert [uses_bf16(p, cuda) for p in ("auto", "fp32", "bf16") for cuda in (False, True)] == [
-        False,
-        True,
-        False,
-        False,
-        True,
-        True,
-    ]
+    # auto: bf16 on a GPU, and on a CPU only where it computes bf16 natively.
+    for native, auto_on_cpu in ((False, False), (True, True)):
+        monkeypatch.setattr(molorec.model, "native_cpu_bf16", lambda n=native: n)
+        table = [uses_bf16(p, cuda) for p in ("auto", "fp32", "bf16") for cuda in (False, True)]
+        assert table == [auto_on_cpu, True, False, False, True, True]
     with pytest.raises(ValueError, match="precision 'fp16'"):
         uses_bf16("fp16", False)
     import torch
@@ -173,4 +171,8 @@ def test_model_precision_reaches_training_unless_train_sets_its_own():
     from molorec.model import model_dtype
 
     assert model_dtype("auto", True) == model_dtype("bf16", False) == torch.bfloat16
-    assert model_dtype("auto", False) == model_dtype("fp32", True) == torch.float32
+    assert model_dtype("fp32", True) == torch.float32
+    monkeypatch.setattr(molorec.model, "native_cpu_bf16", lambda: False)
+    assert model_dtype("auto", False) == torch.float32
+    monkeypatch.setattr(molorec.model, "native_cpu_bf16", lambda: True)
+    assert model_dtype("auto", False) == torch.bfloat16

@@ -48,7 +48,7 @@ class TrainSettings:
     max_length: int = _TRAIN["max_length"]
     seed: int = SEED
     gradient_checkpointing: bool = _TRAIN["gradient_checkpointing"]
-    precision: str = _TRAIN["precision"]  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = _TRAIN["precision"]  # auto (bf16 where native: molorec.model) | fp32 | bf16
     save_every: int = _TRAIN["save_every"]
     keep_checkpoints: int = _TRAIN["keep_checkpoints"]
 
@@ -89,7 +89,7 @@ class FusionSettings:
     # the next step: one matmul per layer instead of three, one copy of the wrapped layers'
     # weights; the same answers in fp32, in bf16 rounded otherwise (answers may differ).
     merge_for_decoding: bool = _FUSION["merge_for_decoding"]
-    precision: str = "auto"  # model.precision: auto (bf16 on a GPU) | fp32 | bf16
+    precision: str = "auto"  # model.precision: auto (bf16 where native) | fp32 | bf16
     # The prompts adapted on: the first n_prompts (None: all) of the adapt_on split,
     # chosen by prompt_choice (molorec.fusion.adaptation_rows).
     n_prompts: int | None = None
