@@ -45,7 +45,7 @@ rule uniform_adapter:
         domain="|".join(TARGET_DOMAINS) or "^$",
     conda:
         "../envs/molorec.yaml"
-    threads: 1
+    threads: stage_resource("fuse", "threads")
     resources:
         mem_mb=stage_resource("fuse", "mem_mb"),
         runtime=30,
@@ -74,7 +74,7 @@ rule merge_adapters:
         method="|".join(MERGE_METHODS) or "^$",
     conda:
         "../envs/molorec.yaml"
-    threads: 1
+    threads: stage_resource("fuse", "threads")
     resources:
         mem_mb=stage_resource("fuse", "mem_mb"),
         runtime=stage_resource("fuse", "runtime"),

@@ -18,5 +18,5 @@ if __name__ == "__main__":
     with running_cluster(state):
         print("cluster up", flush=True)
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-        cmd += ["--directory", workdir, "--profile", str(REPO / "tests/slurm-profile")]
+        cmd += ["--directory", workdir, "--workflow-profile", str(REPO / "tests/slurm-profile")]
         subprocess.run(cmd, capture_output=True)

@@ -120,11 +120,38 @@ def test_profiles_request_gpus_for_the_same_rules():
     assert user["set-resources"].keys() == test["set-resources"].keys()
     for profile in (user, test):
         assert GPU_RULES == {r for r, res in profile["set-resources"].items() if res["gpu"] >= 1}
+        # A GPU job's CPUs are its threads (set-threads), one number: no second CPU request
+        # that the scripts would not know of.
+        assert profile["set-threads"].keys() == GPU_RULES
+        for res in profile["set-resources"].values():
+            assert not {"cpus_per_gpu", "cpus_per_task"} & res.keys(), res
+
+
+def test_a_job_logs_its_torch_threads_beside_its_slurm_cpus(monkeypatch, caplog):
+    """molorec.runlog.use_threads: the line test_pipeline_runs_as_slurm_jobs reads."""
+    import torch
+
+    from molorec.runlog import use_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    try:
+        with caplog.at_level("INFO", logger="molorec"):
+            assert use_threads(3) == 3 == torch.get_num_threads()
+        assert "torch threads: 3; SLURM job 17, 3 CPUs allocated" in caplog.text
+        monkeypatch.delenv("SLURM_JOB_ID")
+        caplog.clear()
+        with caplog.at_level("INFO", logger="molorec"):
+            use_threads(1)
+        assert caplog.messages == ["torch threads: 1"]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_pipeline_runs_as_slurm_jobs(cluster, one_target_run, tmp_path):
     _, config, local_metrics, local_files = one_target_run
-    proc = run_workflow(tmp_path, config, "--profile", str(TEST_PROFILE))
+    proc = run_workflow(tmp_path, config, "--workflow-profile", str(TEST_PROFILE))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:] + cluster.logs()
 
@@ -147,6 +174,20 @@ def test_pipeline_runs_as_slurm_jobs(cluster, one_target_run, tmp_path):
             else:
                 assert (job.get("TresPerJob"), job.get("JOB_GRES")) == (None, "(null)"), job
 
+    # Each GPU job ran torch on as many threads as SLURM gave it CPUs: the profile's
+    # set-threads (2, where the test config's resources say 1), as the job's log says.
+    threads = yaml.safe_load((TEST_PROFILE / "config.yaml").read_text())["set-threads"]
+    logged = {}
+    for log in (tmp_path / "logs").rglob("*.log"):
+        for m in re.finditer(r"torch threads: (\d+); SLURM job (\d+)", log.read_text()):
+            logged[m[2]] = int(m[1])
+    for rule in GPU_RULES & per_rule.keys():
+        for job in per_rule[rule]:
+            assert (logged.get(job["JobId"]), int(job["NumCPUs"])) == (threads[rule],) * 2, (
+                rule,
+                job,
+            )
+
     assert result_files(tmp_path) == local_files
     assert tree_bytes(tmp_path / "results") == local_metrics
 
@@ -167,7 +208,7 @@ def test_paper_config_plans_on_the_cluster_profile(tmp_path):
     (tmp_path / "profile/config.yaml").write_text(yaml.safe_dump(profile))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
     cmd += ["--directory", str(tmp_path), "--configfile", str(REPO / "config/paper.yaml")]
-    cmd += ["--profile", str(tmp_path / "profile"), "--dry-run"]
+    cmd += ["--workflow-profile", str(tmp_path / "profile"), "--dry-run"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
@@ -180,7 +221,10 @@ def test_paper_config_plans_on_the_cluster_profile(tmp_path):
     assert counts["fuse_adapters"] == 3 * 2
     assert counts["evaluate_llm"] == 3 * 2 * 2
     general = out.split("rule train_general_adapter:", 1)[1].split("\n\n", 1)[0]
-    assert re.search(r"resources: .*\bgpu=1\b.*\bcpus_per_gpu=8\b", general)
+    # The profile's requests, not the local profile's caps (profiles/default: 6 GB, the
+    # submitting machine's cores), which a --profile would have loaded beside it.
+    assert re.search(r"resources: .*\bmem_mb=64000\b.*\bgpu=1\b", general), general
+    assert re.search(r"threads: 8\b", general) and "--threads 8" in general
     assert "python -m molorec.train" in general
     # Four GPUs for one training job: one process per GPU through accelerate.
     domain = out.split("rule train_domain_adapter:", 1)[1].split("\n\n", 1)[0]

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from molorec.data.examples import stable_hash
 from molorec.model import sort_target_modules
+from molorec.runlog import use_threads
 from molorec.settings import TrainSettings
 
 log = logging.getLogger("molorec.train")
@@ -466,11 +467,10 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    use_threads(args.threads)
     settings = TrainSettings.from_dict(json.loads(args.settings))
     train(
         args.base, args.data, args.kind, args.out, args.checkpoints, settings, not args.no_progress

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import polars as pl
-import torch
 
 from molorec.evaluate import (
     adaptation_facts,
@@ -17,10 +16,10 @@ from molorec.evaluate import (
     write_order_check,
 )
 from molorec.metrics import HEADLINE
-from molorec.runlog import log_to
+from molorec.runlog import log_to, use_threads
 
 with log_to(snakemake.log[0]) as log:
-    torch.set_num_threads(snakemake.threads)
+    use_threads(snakemake.threads)
     s = snakemake.params.settings
     rows = evaluated_rows(
         pl.read_parquet(snakemake.input.examples),

@@ -3,13 +3,11 @@ its grid from one load of the base model, each lr in its own folder of the outpu
 
 from pathlib import Path
 
-import torch
-
 from molorec.fusion import FusionSettings, run_lrs
-from molorec.runlog import log_to
+from molorec.runlog import log_to, use_threads
 
 with log_to(snakemake.log[0]) as log:
-    torch.set_num_threads(snakemake.threads)
+    use_threads(snakemake.threads)
     out = Path(snakemake.output[0])
     infos = run_lrs(
         snakemake.params.base,

@@ -1,9 +1,10 @@
 """Rule uniform_adapter: the general and domain adapters mixed with equal weights."""
 
 from molorec.fusion import FusionSettings, run_uniform
-from molorec.runlog import log_to
+from molorec.runlog import log_to, use_threads
 
 with log_to(snakemake.log[0]) as log:
+    use_threads(snakemake.threads)
     run_uniform(
         snakemake.params.base,
         [snakemake.input.general, snakemake.input.domain],
