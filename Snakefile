@@ -5,9 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# config.yaml, unless --configfile names another: Snakemake would merge the two, mixing the
-# sample's domains into the other's.
-if not workflow.config_settings.configfiles:
+# config.yaml, unless a --configfile gave the domains: Snakemake would merge the two, mixing
+# the sample's domains into the other's. (--config key=value alone still reads config.yaml,
+# and its values win over the file's.)
+if "domains" not in config:
 
     configfile: "config.yaml"
 
@@ -20,6 +21,17 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/fuse.smk"
 include: "rules/evaluate.smk"
+
+
+# Rules that take seconds run in Snakemake's own process on a cluster, not in the queue.
+localrules:
+    all,
+    pool_general_instructions,
+    select_molorec,
+    select_molorec_replicate,
+    select_grid,
+    select_grid_replicate,
+    report,
 
 
 rule all:

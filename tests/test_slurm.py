@@ -107,6 +107,13 @@ def slurm_jobs(check: bool = True) -> list[dict[str, str]]:
     ]
 
 
+def local_rules() -> set[str]:
+    """The rule names of the Snakefile's localrules directive."""
+    text = (REPO / "Snakefile").read_text()
+    block = text.split("\nlocalrules:\n", 1)[1].split("\n\n", 1)[0]
+    return {name.strip(" ,") for name in block.splitlines() if name.strip(" ,")}
+
+
 def planned_counts(output: str) -> dict[str, int]:
     """Snakemake's 'Job stats' table: jobs per rule."""
     table = output.split("Job stats:", 1)[1].split("total", 1)[0]
@@ -125,6 +132,9 @@ def test_profiles_request_gpus_for_the_same_rules():
         assert profile["set-threads"].keys() == GPU_RULES
         for res in profile["set-resources"].values():
             assert not {"cpus_per_gpu", "cpus_per_task"} & res.keys(), res
+    # A retry asks for more time and memory (tests/test_retries.py runs the mechanism).
+    for res in user["set-resources"].values():
+        assert "attempt" in str(res["mem_mb"]) and "attempt" in str(res["runtime"]), res
 
 
 def test_a_job_logs_its_torch_threads_beside_its_slurm_cpus(monkeypatch, caplog):
@@ -162,8 +172,14 @@ def test_pipeline_runs_as_slurm_jobs(cluster, one_target_run, tmp_path):
         rule = re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", job["Comment"]).group(1)
         per_rule.setdefault(rule, []).append(job)
     planned = planned_counts(out)
-    planned.pop("all")  # the target rule has no action and runs in Snakemake itself
-    assert {rule: len(js) for rule, js in per_rule.items()} == planned
+    # The Snakefile's localrules (the target rule and the ones that take seconds) run in
+    # Snakemake itself; every other job is a SLURM job.
+    local = local_rules()
+    assert "all" in local and not local & GPU_RULES
+    assert {rule: len(js) for rule, js in per_rule.items()} == {
+        rule: n for rule, n in planned.items() if rule not in local
+    }
+    assert {"report", "select_molorec"} <= planned.keys() & local
     assert all(j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0" for j in jobs)
 
     for rule, rule_jobs in per_rule.items():
@@ -229,3 +245,19 @@ def test_paper_config_plans_on_the_cluster_profile(tmp_path):
     # Four GPUs for one training job: one process per GPU through accelerate.
     domain = out.split("rule train_domain_adapter:", 1)[1].split("\n\n", 1)[0]
     assert "accelerate launch --multi_gpu --num_machines 1 --num_processes 4" in domain
+
+
+def test_config_values_alone_keep_the_sample_config(tmp_path):
+    """--config without --configfile: config.yaml is read and the values win over it (the
+    Snakefile loads config.yaml only where no --configfile gave the domains)."""
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (tmp_path / "resources").symlink_to(REPO / "resources")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--nolock"]
+    cmd += ["--directory", str(tmp_path), "--dry-run", "--printshellcmds", "--config", "seed=7"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    sample = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert planned_counts(out)["ingest_domain"] == len(sample["domains"])
+    seeds = set(re.findall(r'"seed": (\d+)', out))
+    assert seeds == {"7"}, seeds
