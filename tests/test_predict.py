@@ -541,6 +541,44 @@ def test_rank_score_reaches_the_backend_for_every_row_set(tiny):
     assert not summed["base"].equals(alone)  # rank_score reached the backend
 
 
+def random_adapter(base: str, path, seed: int) -> str:
+    """A LoRA adapter of ``base`` with random A and B (a trained one's B is not zero)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from molorec.model import load_base
+
+    model, _ = load_base(base)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(path))
+    return str(path)
+
+
+def test_variants_of_one_load_predict_as_their_own_jobs(tiny, tmp_path):
+    """predict_variant_sets merges each adapter in turn into one loaded model and puts the
+    changed weights back from the base model's files, without a host copy of the model:
+    every variant, the base model after two merges too, predicts as a job of its own."""
+    import molorec.evaluate
+    from molorec.evaluate import evaluated_rows, predict_variants
+
+    examples, items, instructions, _ = toy_domain()
+    rows = evaluated_rows(examples, instructions, "test", "warm", eval_settings(max_examples=4))
+    titles = dict(items.iter_rows())
+    s = {"backend": "rank", "max_new_tokens": 8, "batch_size": 2, "normalised_match": False}
+    adapters = {
+        "general": random_adapter(tiny, tmp_path / "general", 1),
+        "domain": random_adapter(tiny, tmp_path / "domain", 2),
+        "base": None,
+    }
+    together = dict(predict_variants(tiny, adapters, rows, titles, s))
+    for variant, adapter in adapters.items():
+        alone = dict(predict_variants(tiny, {variant: adapter}, rows, titles, s))[variant]
+        assert together[variant].equals(alone), variant
+    assert not together["domain"].equals(together["base"])  # the merges changed the model
+    assert molorec.evaluate.safetensors_files(tiny) is not None  # not the host-copy fallback
+
+
 def test_the_vllm_backend_serves_each_order_and_adapter_its_own_requests(monkeypatch, tmp_path):
     """The vLLM path of the order check, without a GPU: a stand-in engine (vLLM's LLM,
     SamplingParams, LoRARequest names) answers each chat with the first candidate its

@@ -287,9 +287,10 @@ def predict_variant_sets(
     """Every LLM variant from one load of the base model, each on every row set (name ->
     rows: the examples, and the same examples re-ordered for the order check): yields
     (variant, {name: predictions}) in the order given. An adapter is merged into the base
-    weights for its variant, then the base weights are restored from a saved copy (not by
-    unmerging, which rounds): each variant starts from the very weights a job of its own
-    would load, so its predictions are byte-identical to that job's. Each row set is
+    weights for its variant, then the weights it changed are read again from the base
+    model's safetensors files (not unmerged, which rounds; memory-mapped, so no second copy
+    of the model is held in host memory): each variant starts from the very weights a job
+    of its own would load, so its predictions are byte-identical to that job's. Each row set is
     predicted on its own (generation batches never mix them), so the examples' predictions
     do not depend on whether the order check runs."""
     if s["backend"] == "vllm":
@@ -305,7 +306,7 @@ def predict_variant_sets(
     cuda = torch.cuda.is_available()
     model, tokenizer = load_base(base, dtype=model_dtype(s.get("precision", "auto"), cuda))
     model.to("cuda" if cuda else "cpu").eval()
-    pristine = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    restore = BaseWeights(base, model)
     # Settings from the schema carry rank_score; a hand-made dict (benchmarks) may leave it
     # to rank_candidates' own.
     options = {"rank_score": s["rank_score"]} if "rank_score" in s else {}
@@ -313,7 +314,9 @@ def predict_variant_sets(
         merged = model
         if adapter:
             # Merged once: every prediction then runs at the base model's speed.
-            merged = PeftModel.from_pretrained(model, adapter_weights(adapter)).merge_and_unload()
+            peft_model = PeftModel.from_pretrained(model, adapter_weights(adapter))
+            touched = merged_weights(peft_model)
+            merged = peft_model.merge_and_unload()
         predictions = {
             name: predict_llm(
                 merged,
@@ -330,9 +333,84 @@ def predict_variant_sets(
         }
         yield variant, predictions
         if adapter:
-            model.load_state_dict(pristine)
+            restore(touched)
             if hasattr(model, "peft_config"):  # left by peft's injection: a clean model
                 del model.peft_config
+
+
+def merged_weights(peft_model) -> list[str]:
+    """The base model's parameter names that merging ``peft_model``'s adapter changes: the
+    weight of every layer peft wrapped."""
+    from peft.tuners.lora import LoraLayer
+
+    prefix = "base_model.model."
+    return sorted(
+        f"{name.removeprefix(prefix)}.weight"
+        for name, module in peft_model.named_modules()
+        if isinstance(module, LoraLayer)
+    )
+
+
+class BaseWeights:
+    """Puts named weights of a loaded base model back as its files hold them, in the dtype
+    and on the device it was loaded with: read from the safetensors files memory-mapped,
+    one tensor at a time, so no copy of the model is held in host memory. A model folder
+    without safetensors files (pytorch_model.bin only) falls back to a host copy of its
+    whole state, taken here."""
+
+    def __init__(self, base: str, model):
+        self.model = model
+        self.files = safetensors_files(base)
+        self.saved = None
+        if self.files is None:
+            self.saved = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def __call__(self, names: list[str]) -> None:
+        import torch
+        from safetensors import safe_open
+
+        if self.saved is not None:
+            self.model.load_state_dict(self.saved)
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for path, keys in self.files.items():
+                wanted = [n for n in names if n in keys]
+                if not wanted:
+                    continue
+                with safe_open(path, framework="pt") as f:
+                    for name in wanted:
+                        target = params[name]
+                        target.copy_(f.get_tensor(name).to(target.dtype))
+        missing = [n for n in names if not any(n in keys for keys in self.files.values())]
+        if missing:
+            raise ValueError(f"weights {missing[:3]} are not in the base model's files")
+
+
+def safetensors_files(base: str) -> dict[str, set[str]] | None:
+    """{file: its tensor names} of a model folder's safetensors weights (one file, or the
+    shards its index names); None where there are none."""
+    folder = Path(base)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(base, local_files_only=True))
+        except Exception:  # not cached: the host-copy fallback
+            return None
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        files: dict[str, set[str]] = {}
+        for name, shard in json.loads(index.read_text())["weight_map"].items():
+            files.setdefault(str(folder / shard), set()).add(name)
+        return files
+    single = folder / "model.safetensors"
+    if not single.exists():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(single), framework="pt") as f:
+        return {str(single): set(f.keys())}
 
 
 def lora_requests(adapters: dict[str, str | None]) -> dict[str, tuple[str, int, str] | None]:
