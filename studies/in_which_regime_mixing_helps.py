@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import yaml
+from which_variant_recommends_best import summary_section, table_display
 
 from molorec.metrics import bootstrap_ci
 from molorec.report import replicate_mean
@@ -75,12 +76,12 @@ def name(cell: tuple[str, str]) -> str:
     return f"general-{cell[0]}_domain-{cell[1]}"
 
 
-def run_cell(out: Path, cell: tuple[str, str], source, replicates: int) -> float:
+def run_cell(out: Path, cell: tuple[str, str], source, config: dict) -> float:
     workdir = out / name(cell)
     if not workdir.exists() and source is not None:
         # The earlier cell's results and Snakemake records: only what the change touches reruns.
         shutil.copytree(out / name(source), workdir, symlinks=True)
-    cmd = pipeline_workdir(workdir, cell_config(*cell, replicates), fresh=False)
+    cmd = pipeline_workdir(workdir, config, fresh=False)
     t = time.perf_counter()
     with open(workdir / "study.log", "a") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -114,16 +115,6 @@ def cell_rows(workdir: Path, replicates: int, seed: int) -> list[dict]:
     return rows
 
 
-def verdicts(workdir: Path) -> str:
-    """The report's "Does mixing help?" section."""
-    summary = (workdir / "results/report/summary.md").read_text()
-    start = summary.find("## Does mixing help?")
-    if start < 0:
-        return ""
-    end = summary.find("\n## ", start + 1)
-    return summary[start : end if end > 0 else None]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/molorec-regimes"))
@@ -141,29 +132,22 @@ def main() -> None:
         cell = (general, domain)
         if name(cell) not in args.cells:
             continue
-        seconds = run_cell(args.out, cell, source, args.replicates)
+        config = cell_config(*cell, args.replicates)
+        seconds = run_cell(args.out, cell, source, config)
         minutes[name(cell)] = round(seconds / 60, 1)
         print(f"{name(cell)}: {seconds / 60:.1f} min", flush=True)
-        seed = cell_config(*cell, args.replicates)["seed"]
-        rows = cell_rows(args.out / name(cell), args.replicates, seed)
+        rows = cell_rows(args.out / name(cell), args.replicates, config["seed"])
         table += [{"general": general, "domain": domain} | r for r in rows]
         (args.out / "table.json").write_text(json.dumps({"minutes": minutes, "rows": table}))
     shown = pl.DataFrame(table).select(
         "general", "domain", "scenario", "variant", "n", "HR@1", "NDCG@3"
     )
-    with pl.Config(
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        tbl_rows=-1,
-        tbl_cols=-1,
-        tbl_width_chars=200,
-        tbl_formatting="MARKDOWN",
-    ):
+    with table_display(tbl_formatting="MARKDOWN"):
         print(shown)
     for general, domain, _ in CELLS:
         if name((general, domain)) in args.cells:
             print(f"\n### general {general}, domain {domain}\n")
-            print(verdicts(args.out / name((general, domain))))
+            print(summary_section(args.out / name((general, domain)), "## Does mixing help?"))
 
 
 if __name__ == "__main__":

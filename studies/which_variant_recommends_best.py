@@ -80,6 +80,19 @@ def summary_section(workdir: Path, title: str) -> str:
     return summary[start : end if end > 0 else None]
 
 
+def table_display(**options) -> pl.Config:
+    """Whole tables, without shape or dtypes, as the studies print them."""
+    return pl.Config(
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=200,
+        fmt_str_lengths=80,
+        **options,
+    )
+
+
 def run(cmd: list[str]) -> float:
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -205,16 +218,6 @@ def main() -> None:
     config = quality_config(args.warm_examples, args.train_scale)
     train_steps = {k: config["train"][k]["max_steps"] for k in ("general", "domain")}
 
-    def show() -> pl.Config:
-        return pl.Config(
-            tbl_hide_dataframe_shape=True,
-            tbl_hide_column_data_types=True,
-            tbl_rows=-1,
-            tbl_cols=-1,
-            tbl_width_chars=200,
-            fmt_str_lengths=80,
-        )
-
     seconds = run(pipeline_workdir(args.workdir, config, fresh=not args.keep))
     print(
         f"beauty, {config['data']['n_candidates']} candidates, up to "
@@ -223,7 +226,7 @@ def main() -> None:
         f"adapter), {config['model']['precision']}, rank backend; "
         f"pipeline {seconds / 60:.1f} min"
     )
-    with show():
+    with table_display():
         print(quality_table(args.workdir))
     for title in (
         "## Did it learn?",
@@ -242,7 +245,7 @@ def main() -> None:
             pl.col("variant").is_in([*LLM_VARIANTS, "content", "brand", "novelty", "random"])
         )
         print(f"\n### {label}: evaluation rerun in {seconds / 60:.1f} min")
-        with show():
+        with table_display():
             print(table)
         print(summary_section(args.workdir, "## Did it learn?"))
         print(summary_section(args.workdir, "## Generated answers"))
@@ -264,7 +267,7 @@ def main() -> None:
         guards += fusion_rows(args.workdir, name)
         print(f"{name}: fusion and its evaluations rerun in {seconds:.0f} s")
     pipeline_workdir(args.workdir, config, fresh=False)  # leave the workdir at the paper's method
-    with show():
+    with table_display():
         print(pl.DataFrame(guards))
         steps = validation_by_step(args.workdir, config, "none", 0.0)
         for guard, strength in GUARDS:

@@ -372,6 +372,9 @@ class BaseWeights:
         if self.saved is not None:
             self.model.load_state_dict(self.saved)
             return
+        missing = [n for n in names if not any(n in keys for keys in self.files.values())]
+        if missing:
+            raise ValueError(f"weights {missing[:3]} are not in the base model's files")
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for path, keys in self.files.items():
@@ -382,9 +385,6 @@ class BaseWeights:
                     for name in wanted:
                         target = params[name]
                         target.copy_(f.get_tensor(name).to(target.dtype))
-        missing = [n for n in names if not any(n in keys for keys in self.files.values())]
-        if missing:
-            raise ValueError(f"weights {missing[:3]} are not in the base model's files")
 
 
 def safetensors_files(base: str) -> dict[str, set[str]] | None:
