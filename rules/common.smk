@@ -196,10 +196,15 @@ def fused_lrs(wildcards):
 
 
 def launcher(wildcards, resources):
-    """One process per GPU: accelerate launch for several, plain python otherwise."""
+    """One process per GPU: accelerate launch for several, plain python otherwise; a GPU
+    job runs on the cards it claims (molorec.devices), not on whichever is device 0."""
+    if resources.gpu == 0:
+        return "python"
+    claim = f"python -m molorec.devices --gpus {resources.gpu} --"
     if resources.gpu > 1:
-        return f"accelerate launch --multi_gpu --num_machines 1 --num_processes {resources.gpu}"
-    return "python"
+        n = resources.gpu
+        return f"{claim} accelerate launch --multi_gpu --num_machines 1 --num_processes {n}"
+    return f"{claim} python"
 
 
 # evaluate.order_check: every LLM variant evaluated a second time with the candidates

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from molorec.devices import claim_gpus
 from molorec.evaluate import (
     adaptation_facts,
     evaluated_rows,
@@ -19,6 +20,7 @@ from molorec.metrics import HEADLINE
 from molorec.runlog import log_to, use_threads
 
 with log_to(snakemake.log[0]) as log:
+    claim_gpus(snakemake.resources.get("gpu", 0))
     use_threads(snakemake.threads)
     s = snakemake.params.settings
     rows = evaluated_rows(

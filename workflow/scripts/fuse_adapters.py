@@ -3,10 +3,12 @@ its grid from one load of the base model, each lr in its own folder of the outpu
 
 from pathlib import Path
 
+from molorec.devices import claim_gpus
 from molorec.fusion import FusionSettings, run_lrs
 from molorec.runlog import log_to, use_threads
 
 with log_to(snakemake.log[0]) as log:
+    claim_gpus(snakemake.resources.get("gpu", 0))
     use_threads(snakemake.threads)
     out = Path(snakemake.output[0])
     infos = run_lrs(
