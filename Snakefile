@@ -9,12 +9,13 @@ min_version("9.0")
 
 # The workflow's own package, src/molorec, for this file and for every job, installed or
 # not: a conda env holds only the dependencies, and a workflow used as a module has no
-# install of its own. Jobs inherit PYTHONPATH (a SLURM job too: sbatch exports it).
+# install of its own. Jobs inherit PYTHONPATH (a SLURM job too: sbatch exports it). This
+# sets the variable, it asks nothing of the user, so it is no `envvars:` entry.
 SRC = os.path.join(workflow.basedir, "src")
 PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 if os.path.isdir(SRC) and SRC not in PYTHONPATH:
     sys.path.insert(0, SRC)
-    os.environ["PYTHONPATH"] = os.pathsep.join([SRC, *PYTHONPATH])
+    os.environ.update(PYTHONPATH=os.pathsep.join([SRC, *PYTHONPATH]))
 
 
 # config.yaml, unless a --configfile gave the domains: Snakemake would merge the two, mixing
