@@ -11,7 +11,7 @@ min_version("9.0")
 # not: a conda env holds only the dependencies, and a workflow used as a module has no
 # install of its own. Jobs inherit PYTHONPATH (a SLURM job too: sbatch exports it). This
 # sets the variable, it asks nothing of the user, so it is no `envvars:` entry.
-SRC = os.path.join(workflow.basedir, "src")
+SRC = os.path.join(workflow.current_basedir, "src")
 PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 if os.path.isdir(SRC) and SRC not in PYTHONPATH:
     sys.path.insert(0, SRC)

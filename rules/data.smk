@@ -13,7 +13,7 @@ rule ingest_domain:
     benchmark:
         "results/benchmarks/data/{domain}/ingest.tsv"
     conda:
-        "../envs/molorec.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
@@ -36,7 +36,7 @@ rule build_examples:
     benchmark:
         "results/benchmarks/data/{domain}/examples.tsv"
     conda:
-        "../envs/molorec.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
@@ -58,7 +58,7 @@ rule build_instructions:
     benchmark:
         "results/benchmarks/data/{domain}/instructions.tsv"
     conda:
-        "../envs/molorec.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,
@@ -85,7 +85,7 @@ rule pool_general_instructions:
     benchmark:
         "results/benchmarks/data/general/pool.tsv"
     conda:
-        "../envs/molorec.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=input_mb,

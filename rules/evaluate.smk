@@ -42,7 +42,7 @@ rule select_molorec:
     wildcard_constraints:
         domain="|".join(TARGET_DOMAINS) or "^$",
     conda:
-        "../envs/molorec.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -73,6 +73,7 @@ if config["evaluate"]["baselines"]:
         wildcard_constraints:
             domain="|".join(TARGET_DOMAINS) or "^$",
             scenario="warm|cold",
+        # The model env: sasrec runs on torch, content on scikit-learn.
         conda:
             "../envs/molorec.yaml"
         threads: 1
@@ -119,7 +120,7 @@ rule report:
     log:
         "logs/report.log",
     conda:
-        "../envs/molorec.yaml"
+        "../envs/data.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import os
+import re
 import subprocess
 import sys
 import warnings
@@ -75,15 +78,100 @@ def no_deprecated_calls_from_molorec(monkeypatch):
     assert not log.seen, f"molorec code called deprecated API: {log.seen}"
 
 
+# Conda-forge names that differ from PyPI's.
+CONDA_TO_PYPI = {"matplotlib-base": "matplotlib"}
+REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$")
+
+
+def split(requirement: str) -> tuple[str, str]:
+    name, spec = REQUIREMENT.match(requirement).groups()
+    return name.lower(), spec.replace(" ", "")
+
+
+def env_packages(env: str) -> dict[str, str]:
+    """envs/<env>.yaml's packages, PyPI name -> version bounds (the interpreter and pip
+    aside; an entry installing a path, such as the project, is kept as written)."""
+    spec = yaml.safe_load((REPO / f"envs/{env}.yaml").read_text())
+    packages = {}
+    for dep in spec["dependencies"]:
+        for entry in dep["pip"] if isinstance(dep, dict) else [dep]:
+            if entry.startswith("-") or "/" in entry or entry.startswith("."):
+                packages[entry] = ""
+                continue
+            name, bounds = split(entry)
+            if name not in ("python", "pip"):
+                packages[CONDA_TO_PYPI.get(name, name)] = bounds
+    return packages
+
+
+def rule_blocks() -> dict[str, str]:
+    """Every rule statement's body, dedented to the rule's own level: top-level rules,
+    rules under an ``if`` and the anonymous ones a loop defines (named by their ``name:``,
+    as written: an f-string stays one entry)."""
+    blocks = {}
+    for path in sorted((REPO / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
+        text = path.read_text()
+        for m in re.finditer(r"^([ \t]*)rule(?: (\w+))?:\n", text, re.M):
+            indent, lines = m.group(1), []
+            for line in text[m.end() :].splitlines(keepends=True):
+                if line.strip() and not (line.startswith(indent) and line[len(indent)].isspace()):
+                    break
+                lines.append(line[len(indent) :] if line.strip() else "\n")
+            body = "".join(lines)
+            name = m.group(2) or re.search(r"^    name:\n\s+(.+)$", body, re.M).group(1)
+            blocks[f"{path.name}:{name}"] = body
+    return blocks
+
+
+def data_env_scripts() -> list[str]:
+    """The scripts of the rules whose conda env is envs/data.yaml."""
+    scripts = set()
+    for body in rule_blocks().values():
+        if re.search(r'^    conda:\n\s+"\.\./envs/data\.yaml"', body, re.M):
+            scripts |= set(
+                re.findall(r'^    script:\n\s+"[./]*workflow/scripts/(\w+)\.py"', body, re.M)
+            )
+    return sorted(scripts)
+
+
+def model_env_modules() -> list[str]:
+    """The top-level modules of the packages that envs/molorec.yaml installs and
+    envs/data.yaml does not (snakemake aside: a script job imports it from Snakemake's own
+    install, whatever the env)."""
+
+    def canonical(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    only = {canonical(d) for d in set(env_packages("molorec")) - set(env_packages("data"))}
+    only.discard("snakemake")
+    found = importlib.metadata.packages_distributions()
+    return sorted(m for m, dists in found.items() if only & {canonical(d) for d in dists})
+
+
+def light_env(workdir: Path, base: dict | None = None) -> dict:
+    """The environment of a workflow run whose data-env jobs fail on any import that
+    envs/data.yaml could not satisfy (tests/light_env/sitecustomize.py); the jobs that ran
+    guarded are listed in workdir/.light_env_jobs."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "tests/light_env"), env.get("PYTHONPATH")) if p
+    )
+    env["MOLOREC_LIGHT_SCRIPTS"] = ",".join(data_env_scripts())
+    env["MOLOREC_LIGHT_DENY"] = ",".join(model_env_modules())
+    env["MOLOREC_LIGHT_RECORD"] = str(workdir / ".light_env_jobs")
+    return env
+
+
 def run_workflow(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
-    """Snakemake on this repo's Snakefile with ``config`` as workdir/config.yaml."""
+    """Snakemake on this repo's Snakefile with ``config`` as workdir/config.yaml; the jobs of
+    the light data env import only what envs/data.yaml installs (light_env)."""
     workdir.mkdir(parents=True, exist_ok=True)
     # In the dict's own key order, as a user's hand-written file (tests sort or shuffle it).
     text = yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
     (workdir / "config.yaml").write_text(text)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
     cmd += ["--cores", "2", "--directory", str(workdir), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=light_env(workdir))
 
 
 def sample_config() -> dict:

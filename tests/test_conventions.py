@@ -8,42 +8,18 @@ import subprocess
 import sys
 
 import pytest
-import yaml
-from conftest import REPO
+from conftest import REPO, env_packages, rule_blocks, split
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: pip's own copy of tomli, so nothing can skip
     from pip._vendor import tomli as tomllib
 
-# Conda-forge names that differ from PyPI's.
-CONDA_TO_PYPI = {"matplotlib-base": "matplotlib"}
-REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$")
-
-
-def split(requirement: str) -> tuple[str, str]:
-    name, spec = REQUIREMENT.match(requirement).groups()
-    return name.lower(), spec.replace(" ", "")
-
-
-def env_packages() -> dict[str, str]:
-    env = yaml.safe_load((REPO / "envs/molorec.yaml").read_text())
-    packages = {}
-    for dep in env["dependencies"]:
-        entries = dep["pip"] if isinstance(dep, dict) else [dep]
-        for entry in entries:
-            if entry.startswith("-e"):  # the project itself
-                continue
-            name, spec = split(entry)
-            if name not in ("python", "pip"):  # the interpreter, not a package
-                packages[CONDA_TO_PYPI.get(name, name)] = spec
-    return packages
-
 
 def test_conda_env_and_pyproject_list_the_same_packages():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = dict(split(r) for r in project["dependencies"])
-    assert env_packages() == wanted
+    assert env_packages("molorec") == wanted
 
 
 def constraints() -> dict[str, str]:
@@ -66,25 +42,6 @@ def test_lower_bounds_are_the_tested_versions():
         lower = re.search(r">=([^,]+)", spec)
         assert lower, f"{requirement}: no lower bound"
         assert lower.group(1) == pins[name.replace("_", "-")], requirement
-
-
-def rule_blocks() -> dict[str, str]:
-    """Every rule statement's body, dedented to the rule's own level: top-level rules,
-    rules under an ``if`` and the anonymous ones a loop defines (named by their ``name:``,
-    as written: an f-string stays one entry)."""
-    blocks = {}
-    for path in sorted((REPO / "rules").glob("*.smk")) + [REPO / "Snakefile"]:
-        text = path.read_text()
-        for m in re.finditer(r"^([ \t]*)rule(?: (\w+))?:\n", text, re.M):
-            indent, lines = m.group(1), []
-            for line in text[m.end() :].splitlines(keepends=True):
-                if line.strip() and not (line.startswith(indent) and line[len(indent)].isspace()):
-                    break
-                lines.append(line[len(indent) :] if line.strip() else "\n")
-            body = "".join(lines)
-            name = m.group(2) or re.search(r"^    name:\n\s+(.+)$", body, re.M).group(1)
-            blocks[f"{path.name}:{name}"] = body
-    return blocks
 
 
 def derived_rules() -> dict[str, tuple[str, str]]:

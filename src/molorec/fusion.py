@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from molorec.mixture import LoraAdapter, Mixture, collapsed_share, weight_entropy
+from molorec.mixture import LoraAdapter, Mixture
+from molorec.mixture_stats import collapsed_share, weight_entropy
 from molorec.predict import prompt_ids, stop_ids
 from molorec.settings import FusionSettings
 
@@ -327,7 +328,7 @@ class _Adaptation:
                 "general_weight_mean": float(w[:, 0].mean()),
                 "general_weight_min": float(w[:, 0].min()),
                 "general_weight_max": float(w[:, 0].max()),
-                "weight_entropy": weight_entropy(w),
+                "weight_entropy": weight_entropy(w.cpu().numpy()),
                 "collapsed_share": collapsed_share(w[:, 0].tolist()),
             }
         )

@@ -293,23 +293,3 @@ class Mixture(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         return out
-
-
-# --- what a mixture's weights say -----------------------------------------------------------
-
-
-COLLAPSE = 0.01  # a weight below this or above 1 - this switches an adapter (nearly) off
-
-
-def weight_entropy(w: torch.Tensor) -> float:
-    """Mean entropy (nats) of the groups' weights, each normalised to sum 1: ln(n) for equal
-    weights, 0 for a mixture that has collapsed onto one adapter everywhere."""
-    p = w / w.sum(-1, keepdim=True)
-    return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
-
-
-def collapsed_share(general_weights: list[float], eps: float = COLLAPSE) -> float:
-    """Share of the modules whose general-adapter weight is below eps or above 1 - eps."""
-    if not general_weights:
-        return 0.0
-    return sum(w < eps or w > 1 - eps for w in general_weights) / len(general_weights)

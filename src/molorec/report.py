@@ -437,9 +437,7 @@ def fusion_health(
     modules (general weight < 0.01 or > 0.99), the final mean general weight, overall and
     per layer type (q_proj, up_proj, ...), and the mean entropy of the weights (ln 2:
     equal); a run that learned nothing or collapsed is flagged."""
-    import torch
-
-    from molorec.mixture import collapsed_share, weight_entropy
+    from molorec.mixture_stats import collapsed_share, weight_entropy
 
     rows = []
     for domain, scenario, variant in _learned(domains, scenarios, variants):
@@ -475,7 +473,7 @@ def fusion_health(
                         f"general_weight_{kind}": float(np.mean(values))
                         for kind, values in sorted(_by_layer_type(weights).items())
                     },
-                    "weight_entropy": weight_entropy(torch.tensor(list(weights.values()))),
+                    "weight_entropy": weight_entropy(list(weights.values())),
                     "collapsed_share": share,
                     "flag": "; ".join(flags),
                 }
