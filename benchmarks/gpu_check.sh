@@ -19,7 +19,9 @@ print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)
 PY
 
 # 1. The default pipeline, every GPU stage on the GPU in bf16 (precision auto), one GPU
-#    per job, several jobs at once on the one device (it has room for many 135M models).
+#    per job, several jobs at once on the one device (it has room for many 135M models):
+#    4 slots per card for the card claims (molorec.devices), gpu=4 for Snakemake.
+export MOLOREC_JOBS_PER_GPU=4
 python - "$repo" "$work" <<'PY'
 import sys, yaml
 from pathlib import Path

@@ -79,6 +79,25 @@ def test_a_job_claims_several_cards_for_one_command(machine):
     assert cards == "GPU-a,GPU-b"
 
 
+def test_a_card_takes_as_many_jobs_as_it_has_slots(machine, monkeypatch):
+    """MOLOREC_JOBS_PER_GPU=2: two jobs share the one card, a third waits for a slot."""
+    env = machine("0") | {devices.SLOTS_ENV: "2"}
+    monkeypatch.setenv(devices.SLOTS_ENV, "2")
+    other, its_card = holder(env)
+    try:
+        assert its_card == "0"
+        assert devices.claim_gpus(1, timeout_s=2) == ["0"]
+        third = [sys.executable, "-c", "from molorec import devices; devices.claim_gpus(1, 0.1, 1)"]
+        waited = subprocess.run(third, env=env, capture_output=True, text=True)
+        assert "TimeoutError: no 1 free GPU(s) among 0" in waited.stderr
+    finally:
+        other.kill()
+        other.wait()
+    monkeypatch.setenv(devices.SLOTS_ENV, "0")
+    with pytest.raises(ValueError, match="MOLOREC_JOBS_PER_GPU='0'"):
+        devices.claim_gpus(1)
+
+
 def test_slurm_jobs_keep_the_cards_slurm_gave_them(machine, monkeypatch, tmp_path):
     machine("3")
     monkeypatch.setenv("SLURM_JOB_ID", "17")

@@ -24,6 +24,9 @@ log = logging.getLogger("molorec")
 
 # Where the lock files live: one folder per machine, shared by every run on it.
 LOCKS_ENV = "MOLOREC_GPU_LOCKS"
+# Jobs one card takes at once (default 1): small models (the sample's 135M) fit many times
+# on one card, and `--resources gpu=N` then counts slots, N = cards x this.
+SLOTS_ENV = "MOLOREC_JOBS_PER_GPU"
 # Held locks, kept open (and inheritable, so that an exec'd command keeps them) until exit.
 _held: list[int] = []
 
@@ -45,6 +48,13 @@ def visible_devices() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def slots_per_card() -> int:
+    value = os.environ.get(SLOTS_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{SLOTS_ENV}={value!r}: give a whole number of jobs per card, >= 1")
+    return int(value)
+
+
 def _try_lock(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -53,6 +63,14 @@ def _try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _try_slot(folder: Path, device: str, slots: list[str]) -> int | None:
+    for slot in slots:
+        fd = _try_lock(folder / f"gpu-{device}{slot}.lock")
+        if fd is not None:
+            return fd
+    return None
 
 
 def claim_gpus(n: int, wait_s: float = 5.0, timeout_s: float | None = None) -> list[str]:
@@ -75,10 +93,13 @@ def claim_gpus(n: int, wait_s: float = 5.0, timeout_s: float | None = None) -> l
             f"({','.join(devices)}): lower the rule's gpu resource"
         )
     folder, start, said = lock_dir(), time.monotonic(), False
+    # One lock file per slot of a card (gpu-<card>.lock, then gpu-<card>.<k>.lock); a job
+    # takes one slot on each of n distinct cards.
+    slots = [""] + [f".{k}" for k in range(1, slots_per_card())]
     while True:
         fds, claimed = [], []
         for device in devices:
-            fd = _try_lock(folder / f"gpu-{device}.lock")
+            fd = _try_slot(folder, device, slots)
             if fd is not None:
                 fds.append(fd)
                 claimed.append(device)
