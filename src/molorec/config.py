@@ -14,7 +14,7 @@ import jsonschema
 import polars as pl
 
 from molorec.data.instructions import TEMPLATE_FIELDS, template_expr
-from molorec.io.formats import FORMATS
+from molorec.io.formats import FORMAT_OPTIONS, FORMATS
 from molorec.model import resolve_base
 from molorec.plan import domains_with_role
 from molorec.schema import apply_defaults, load_schema
@@ -61,10 +61,21 @@ def check_config(
                     f"config: domains.{name}.{key}: input not found: {spec[key]} "
                     f"(resolved to {path.resolve()})"
                 )
-        for key in raw.keys if inputs else ():
-            for sub in raw.within:
-                if not (base / spec[key] / sub).is_file():
+        for key in raw.keys if inputs and raw.within else ():
+            for file in raw.files(spec):
+                if not (base / file).is_file():
+                    sub = file[len(spec[key]) + 1 :]
                     raise ConfigError(f"config: domains.{name}.{key}: {spec[key]} has no {sub}")
+        for key in sorted(set(FORMAT_OPTIONS) - set(raw.options)):
+            if key in spec:
+                raise ConfigError(
+                    f"config: domains.{name}.{key}: format {spec['format']} takes no {key} "
+                    f"(the formats that do: {', '.join(FORMAT_OPTIONS[key])})"
+                )
+        if "min_rating" in spec and not raw.ratings:
+            raise ConfigError(
+                f"config: domains.{name}.min_rating: format {spec['format']} has no ratings"
+            )
         try:
             template_expr(
                 prompt_for(config, name)["user"], {f: pl.lit("") for f in TEMPLATE_FIELDS}

@@ -1,8 +1,10 @@
 """Ingest stage: raw dumps of one domain to interactions, items and a quality account.
 
-Order of filters (each drop counted by reason on the interactions account):
-duplicate (user, item) pairs keep the earliest; events of items without a usable title go;
-the k-core is re-applied until stable, because removing untitled items can break it.
+Order of filters (each drop counted by reason on the interactions account): ratings
+below the domain's min_rating go (where it is set); duplicate (user, item) pairs keep the
+earliest; events of items the metadata does not know go (unknown_item), then those of items
+without a usable title (no_title); the k-core is re-applied until stable, because removing
+untitled items can break it. Equal times keep the raw file's order (its line numbers).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import polars as pl
 
 from molorec.io.formats import FORMATS
 from molorec.io.parquet import write_json, write_parquet
-from molorec.io.rawfile import FileAccount
+from molorec.io.rawfile import FileAccount, RawInputError
 
 
 def read_domain(spec: dict, max_malformed: float):
@@ -41,13 +43,33 @@ def kcore_filter(events: pl.DataFrame, k: int) -> pl.DataFrame:
 
 
 def build_interactions(
-    events: pl.DataFrame, titles: pl.DataFrame, kcore: int, account: FileAccount
+    events: pl.DataFrame,
+    titles: pl.DataFrame,
+    kcore: int,
+    account: FileAccount,
+    known: pl.DataFrame | None = None,
+    min_rating: float | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``known``: every item of the metadata, titled or not; ``min_rating``: keep ratings
+    >= it (None: keep all)."""
+    if min_rating is not None:
+        if "rating" not in events.columns:
+            raise RawInputError(
+                f"{account.path}: min_rating is set but the file has no rating field"
+            )
+        n = events.height
+        events = events.filter(pl.col("rating") >= min_rating)
+        account.drop("below_min_rating", n - events.height)
     # Sort by time; equal times keep file order (the line number), so the result is stable.
     events = events.sort("user", "ts_ms", "line")
     n = events.height
     events = events.unique(subset=["user", "item"], keep="first", maintain_order=True)
     account.drop("duplicate", n - events.height)
+
+    if known is not None:
+        n = events.height
+        events = events.join(known, on="item", how="semi", maintain_order="left")
+        account.drop("unknown_item", n - events.height)
 
     n = events.height
     events = events.join(titles.select("item"), on="item", how="semi", maintain_order="left")
@@ -68,10 +90,15 @@ def ingest_domain(
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     events, raw_titles, accounts = read_domain(spec, max_malformed)
     titles = resolve_titles(raw_titles, accounts["meta"])
-    interactions, items = build_interactions(events, titles, kcore, accounts["reviews"])
+    known = raw_titles.select(pl.col("item").unique())
+    min_rating = spec.get("min_rating")
+    interactions, items = build_interactions(
+        events, titles, kcore, accounts["reviews"], known, min_rating
+    )
     quality = {
         "domain": domain,
         "format": spec["format"],
+        "min_rating": min_rating,
         "reviews": accounts["reviews"].as_dict(),
         "meta": accounts["meta"].as_dict(),
         "truncated": any(a.truncated for a in accounts.values()),

@@ -7,7 +7,6 @@ names from ``entities/course.json``. Everything is decoded and written as UTF-8.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -17,32 +16,11 @@ from molorec.io.rawfile import (
     TITLE_SCHEMA,
     FileAccount,
     iter_lines,
+    parse_time_ms,
     read_records,
     truncation_error,
 )
 from molorec.io.titles import clean_title
-
-TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
-
-
-def parse_time_ms(value: object) -> int | None:
-    """Enrolment time as epoch milliseconds: datetime strings (read as UTC) or epoch numbers."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        # Epoch seconds unless the magnitude says milliseconds.
-        return int(value) if value > 10**11 else int(value * 1000)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return parse_time_ms(int(text))
-        for fmt in TIME_FORMATS:
-            try:
-                dt = datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
-            except ValueError:
-                continue
-            return int(dt.timestamp() * 1000)
-    return None
 
 
 def read_enrolments(
@@ -55,7 +33,7 @@ def read_enrolments(
         try:
             rec = json.loads(line)
         except ValueError as exc:
-            account.bad(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
+            account.unparsable(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
             continue
         user = rec.get("id") if isinstance(rec, dict) else None
         courses = rec.get("course_order") if isinstance(rec, dict) else None

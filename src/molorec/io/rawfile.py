@@ -11,6 +11,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -45,6 +46,11 @@ class FileAccount:
     records: int | None = None
     first_bad_line: int | None = None
     first_bad_reason: str | None = None
+    # The number of a last line with no newline after it (a plain file cut off mid-line
+    # ends so); a record that does not parse there is a truncation, not a malformed line.
+    unterminated: int | None = None
+    # What the reader chose, for quality.json: the fields it read, the encoding, ...
+    notes: dict = field(default_factory=dict)
 
     def drop(self, reason: str, n: int = 1) -> None:
         if n:
@@ -82,7 +88,15 @@ class FileAccount:
             "kept": self.kept,
             "dropped": dict(sorted(self.dropped.items())),
             "truncated": self.truncated,
-        }
+        } | ({"notes": self.notes} if self.notes else {})
+
+    def unparsable(self, lineno: int, reason: str) -> None:
+        """A record that does not parse: malformed, or the cut-off last line of a plain file."""
+        if lineno == self.unterminated:
+            self.truncated = True
+            self.drop_line("truncated")
+        else:
+            self.bad(lineno, reason)
 
 
 def _plain_chunks(fh) -> Iterator[bytes]:
@@ -119,6 +133,7 @@ def iter_lines(path: str | Path, account: FileAccount) -> Iterator[tuple[int, by
         if account.truncated:
             account.drop_line("truncated")
         elif rest.strip():
+            account.unterminated = lineno
             yield lineno, rest
         else:
             account.drop_line("blank")
@@ -151,10 +166,40 @@ def _gzip_stream(fh, account: FileAccount) -> Iterator[bytes]:
         account.truncated = True
 
 
+TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+
+
+def parse_time_ms(value: object) -> int | None:
+    """A time as epoch milliseconds: datetime strings (read as UTC) or epoch numbers
+    (seconds unless the magnitude says milliseconds); None where it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return int(value) if abs(value) > 10**11 else int(value * 1000)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return parse_time_ms(int(text))
+        try:
+            return parse_time_ms(float(text))
+        except ValueError:
+            pass
+        for fmt in TIME_FORMATS:
+            try:
+                stamp = datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            except ValueError:
+                continue
+            return int(stamp.timestamp() * 1000)
+    return None
+
+
 def truncation_error(account: FileAccount) -> RawInputError:
     last = account.lines - account.dropped.get("truncated", 0)
+    how = "its last line stops mid-record" if account.unterminated else "the gzip stream ends early"
     return RawInputError(
-        f"{account.path}: gzip stream is truncated; the last complete line is line {last}. "
+        f"{account.path}: the file is truncated ({how}); the last complete line is line {last}. "
         "Re-download the file, or set on_truncated: keep for this domain to use the "
         "complete lines."
     )
@@ -198,11 +243,11 @@ def read_records(
         try:
             value = parse(line)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-            account.bad(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
+            account.unparsable(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
             continue
         rec = extract(value)
         if isinstance(rec, str):
-            account.bad(lineno, rec)
+            account.unparsable(lineno, rec)
             continue
         for col, v in zip(columns, rec, strict=False):  # the last column is the line
             col.append(v)

@@ -1,7 +1,8 @@
 """Deterministic generators of raw review dumps in the formats molorec ingests.
 
 * ``generate_sample`` writes the small bundled sample (``resources/sample``): a few hundred
-  users per domain in the real Amazon 2014 / 2018 / 2023 and MOOCCube formats. Item titles
+  users per domain in the real Amazon 2014 / 2018 / 2023 and MOOCCube formats, and a movie
+  catalog as MovieLens (100K, 1M, latest), RecBole atomic files and plain CSV. Item titles
   come in ordered product lines (cleanser -> toner -> serum, Halo 3 -> Halo: Reach ->
   Halo 4, ...; the catalogs under ``catalogs/``) so a small model has sequential structure
   to learn, and a handful of deliberate defects give the ingestion's quality accounting
@@ -28,6 +29,7 @@ import yaml
 from molorec.sample.amazon import RELEASES, write_release
 from molorec.sample.common import HERE, catalog_file
 from molorec.sample.mooccube import write_mooccube
+from molorec.sample.movielens import WRITERS as MOVIE_WRITERS
 
 DOMAINS = yaml.safe_load((HERE / "domains.yaml").read_text(encoding="utf-8"))
 
@@ -49,7 +51,7 @@ def _readme(out_dir: Path, paths: list[Path], notes: list[str], seed: int) -> st
 Synthetic data, not real reviews: every user, item, review and course here was
 made up by `python -m molorec.sample resources/sample` (seed {seed}), which
 rewrites these files byte for byte.  The files use the real raw formats of
-four dataset families so the ingestion runs on them unchanged:
+the dataset families molorec reads, so the ingestion runs on them unchanged:
 
 - `amazon2014/`: Amazon reviews 2014 (McAuley), 5-core review JSON lines and
   meta as Python dict literals (`ast.literal_eval`, not JSON).
@@ -60,6 +62,14 @@ four dataset families so the ingestion runs on them unchanged:
   variant `asin`; not 5-core.
 - `mooccube/`: MOOCCube (XuetangX) course and user entities (UTF-8 JSON
   lines) and the tab-separated user-course relation; not 5-core.
+- `movielens100k/`, `movielens1m/`, `movielens_latest/`: one made-up movie
+  catalog in the three MovieLens layouts (`u.data`/`u.item`, Latin-1;
+  `ratings.dat`/`movies.dat` with `::`, Latin-1; `ratings.csv`/`movies.csv`,
+  UTF-8, quoted titles), each with its own users.
+- `recbole/ml-sample/`: the same catalog as RecBole atomic files
+  (`ml-sample.inter`, `ml-sample.item`, typed tab-separated headers).
+- `csv/`: the same catalog as a shop's plain CSV export (`interactions.csv`
+  with its own column names and ISO times, `items.csv`).
 
 Item titles form ordered product lines (a brand's skin-care routine, a game
 franchise in release order, a course followed by its sequel); users mostly
@@ -98,6 +108,11 @@ def generate_sample(out_dir: Path, seed: int = 7) -> list[Path]:
     paths += write_mooccube(
         out_dir, seed=seed * 1000 + len(amazon), n_users=DOMAINS["mooccube"]["users"], notes=notes
     )
+    for k, movies in enumerate(DOMAINS["movies"], start=len(amazon) + 1):
+        extra = {"name": movies["name"]} if "name" in movies else {}
+        paths += MOVIE_WRITERS[movies["layout"]](
+            out_dir, seed=seed * 1000 + k, n_users=movies["users"], notes=notes, **extra
+        )
     readme = out_dir / "README.md"
     readme.write_text(_readme(out_dir, paths, notes, seed), encoding="utf-8")
     return [*paths, readme]
