@@ -90,17 +90,18 @@ def sample_domain(role: str, fmt: str, reviews: str, meta: str) -> dict:
 
 
 def test_adding_a_target_domain_runs_only_its_branch(one_target_run):
+    """A domain of another raw format (MovieLens 1M, Latin-1 titles) added to a finished
+    run: only its branch is planned and run, and its titles reach the prompts as written."""
     workdir, config, metrics, _ = one_target_run
     general = file_states(workdir / "results/adapters/general")
     grown = copy.deepcopy(config)
-    grown["domains"]["toys"] = sample_domain(
-        "target", "amazon2023", "Toys_and_Games.jsonl.gz", "meta_Toys_and_Games.jsonl.gz"
-    )
+    movielens = str(REPO / "resources/sample/movielens1m")
+    grown["domains"]["movies"] = {"role": "target", "format": "movielens1m", "path": movielens}
 
     jobs = planned_jobs(workdir, grown)
-    others = {job for job in jobs if "domain=toys" not in job[1].split(", ")}
+    others = {job for job in jobs if "domain=movies" not in job[1].split(", ")}
     assert others == {("report", ""), ("all", "")}
-    assert rules_of(jobs, "toys") >= {
+    assert rules_of(jobs, "movies") >= {
         "ingest_domain",
         "build_instructions",
         "train_domain_adapter",
@@ -114,8 +115,11 @@ def test_adding_a_target_domain_runs_only_its_branch(one_target_run):
     proc = run_workflow(workdir, grown)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert file_states(workdir / "results/adapters/general") == general
-    assert (workdir / "results/eval/toys/cold/molorec/metrics.json").is_file()
-    assert "toys" in (workdir / "results/report/metrics.csv").read_text()
+    assert (workdir / "results/eval/movies/cold/molorec/metrics.json").is_file()
+    assert "movies" in (workdir / "results/report/metrics.csv").read_text()
+    prompts = pl.read_parquet(workdir / "results/data/movies/instructions.parquet")["messages"]
+    text = "".join(m["content"] for row in prompts.to_list() for m in row)
+    assert "Misérables, Les (1995)" in text and "MisÃ©rables" not in text
     # The first domain's results are the same files as before.
     assert tree_bytes(workdir / "results", ["eval/beauty/**/metrics.json"]) == {
         k: v

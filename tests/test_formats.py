@@ -291,3 +291,21 @@ def test_the_config_check_knows_each_format_s_options(sample_config, tmp_path, c
     config["domains"]["movies"] = spec
     with pytest.raises(ConfigError, match=message):
         check_config(config, base_dir=REPO)
+
+
+def test_the_movielens_config_is_the_sample_s_with_a_movielens_target():
+    """config/movielens.yaml: config.yaml's settings and general domains, a MovieLens-1M
+    target, valid as it is on the bundled sample."""
+    movielens = yaml.safe_load((REPO / "config/movielens.yaml").read_text())
+    sample = yaml.safe_load((REPO / "config.yaml").read_text())
+
+    def general(config):
+        return {d: s for d, s in config["domains"].items() if s["role"] == "general"}
+
+    assert {k: v for k, v in movielens.items() if k != "domains"} == {
+        k: v for k, v in sample.items() if k != "domains"
+    }
+    assert general(movielens) == general(sample)
+    targets = {d: s["format"] for d, s in movielens["domains"].items() if s["role"] == "target"}
+    assert targets == {"movies": "movielens1m"}
+    check_config(movielens, base_dir=REPO)
