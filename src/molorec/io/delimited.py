@@ -103,10 +103,13 @@ def header_fields(path: str | Path, table: Table, decode) -> list[str]:
     return [name.strip() for name in table.split(decode(line))]
 
 
-def resolve(path, table: Table, fields: Fields, decode) -> tuple[dict[str, int], bytes | None]:
-    """Positions of our fields, and the header line to skip (None without a header)."""
+def resolve(
+    path, table: Table, fields: Fields, decode
+) -> tuple[dict[str, int], bytes | None, int | None]:
+    """Positions of our fields, the header line to skip (None without a header) and the
+    number of fields a line has (None: any)."""
     if not table.header:
-        return {k: int(v) for k, v in fields.where.items()}, None
+        return {k: int(v) for k, v in fields.where.items()}, None, table.n_fields
     names = header_fields(path, table, decode)
     positions = {}
     for ours, theirs in fields.where.items():
@@ -117,7 +120,7 @@ def resolve(path, table: Table, fields: Fields, decode) -> tuple[dict[str, int],
             )
         positions[ours] = names.index(theirs)
         fields.used[ours] = theirs
-    return positions, first_line(path)
+    return positions, first_line(path), len(names)
 
 
 def _fields_of(table: Table, decode, width: int | None):
@@ -143,8 +146,7 @@ def read_events(
     """Events (user, item, ts_ms[, rating], line) of an interactions table. Times are epoch
     seconds (``time_scale_ms`` 1000), or parsed by molorec.io.rawfile.parse_time_ms."""
     decode = Decoder(table.encoding)
-    at, header = resolve(path, table, fields, decode)
-    width = len(header_fields(path, table, decode)) if header else table.n_fields
+    at, header, width = resolve(path, table, fields, decode)
     rated = "rating" in at
     schema = RATED_EVENT_SCHEMA if rated else EVENT_SCHEMA
 
@@ -183,8 +185,7 @@ def read_titles(
 ) -> tuple[pl.DataFrame, FileAccount]:
     """Titles (item, title, line) of an items table; a null title marks an unusable one."""
     decode = Decoder(table.encoding)
-    at, header = resolve(path, table, fields, decode)
-    width = len(header_fields(path, table, decode)) if header else table.n_fields
+    at, header, width = resolve(path, table, fields, decode)
 
     def extract(values: list[str]) -> tuple | str:
         item = values[at["item"]].strip()
