@@ -5,6 +5,8 @@ encodings, ratings, ties, truncation and field lookup."""
 from __future__ import annotations
 
 import copy
+import gzip
+import json
 
 import polars as pl
 import pytest
@@ -118,6 +120,27 @@ def test_min_rating_keeps_the_ratings_at_or_above_it_and_says_so():
     assert quality["min_rating"] == 4
     assert quality["reviews"]["dropped"]["below_min_rating"] == below > 0
     assert interactions.height < all_ratings["interactions"]
+    invariant(quality["reviews"])
+
+
+def test_min_rating_on_amazon_reads_its_star_rating():
+    beauty = REPO / "resources/sample/amazon2014"
+    spec = {
+        "format": "amazon2014",
+        "reviews": str(beauty / "reviews_Beauty_5.json.gz"),
+        "meta": str(beauty / "meta_Beauty.json.gz"),
+        "min_rating": 4,
+    }
+    quality = ingest(spec, kcore=0)[2]
+    with gzip.open(beauty / "reviews_Beauty_5.json.gz", "rt") as reviews:
+        stars = []
+        for line in reviews:
+            try:
+                stars.append(json.loads(line)["overall"])
+            except ValueError:
+                continue  # the sample's one cut-off line
+    below = sum(star < 4 for star in stars)
+    assert quality["reviews"]["dropped"]["below_min_rating"] == below > 0
     invariant(quality["reviews"])
 
 
@@ -267,8 +290,8 @@ def sample_config():
             r"\(the formats that do: csv\)",
         ),
         (
-            {"format": "amazon2014", "min_rating": 4},
-            r"domains\.movies\.min_rating: format amazon2014 has no ratings",
+            {"format": "mooccube", "path": "resources/sample/mooccube", "min_rating": 4},
+            r"domains\.movies\.min_rating: format mooccube has no ratings",
         ),
         (
             {"format": "recbole", "path": "resources/sample/movielens1m"},

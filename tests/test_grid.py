@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import polars as pl
@@ -51,8 +52,13 @@ def grid_config() -> dict:
 
 
 @pytest.fixture(scope="module")
-def grid_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("grid")
+def grid_run(one_target_run, tmp_path_factory):
+    """The grid config run on a copy of the finished one-target run (timestamps and
+    Snakemake's records kept): molorec's own jobs are done there, so only the merges, the
+    controls, the new baseline, replicate 1 and the report run, as for a user who adds them
+    to a finished run (which the planning tests below check job by job)."""
+    workdir = tmp_path_factory.mktemp("grid") / "run"
+    shutil.copytree(one_target_run[0], workdir, symlinks=True)
     config = grid_config()
     proc = run_workflow(workdir, config)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -58,6 +58,9 @@ def build_interactions(
                 f"{account.path}: min_rating is set but the file has no rating field"
             )
         n = events.height
+        events = events.filter(pl.col("rating").is_not_null())
+        account.drop("no_rating", n - events.height)
+        n = events.height
         events = events.filter(pl.col("rating") >= min_rating)
         account.drop("below_min_rating", n - events.height)
     # Sort by time; equal times keep file order (the line number), so the result is stable.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from molorec.io.rawfile import EVENT_SCHEMA, TITLE_SCHEMA, FileAccount, read_records
+from molorec.io.rawfile import RATED_EVENT_SCHEMA, TITLE_SCHEMA, FileAccount, read_records
 from molorec.io.titles import clean_title
 
 
@@ -26,16 +26,19 @@ class Layout:
     item: str
     time: str
     ms_per_unit: int  # 2014/2018 store seconds, 2023 milliseconds
+    rating: str  # the star rating, 1-5
     meta_item: str
     literal_meta: bool  # 2014 meta lines are Python dict literals, not JSON
     item_fallback: str | None = None
 
 
 LAYOUTS = {
-    "amazon2014": Layout("reviewerID", "asin", "unixReviewTime", 1000, "asin", True),
-    "amazon2018": Layout("reviewerID", "asin", "unixReviewTime", 1000, "asin", False),
+    "amazon2014": Layout("reviewerID", "asin", "unixReviewTime", 1000, "overall", "asin", True),
+    "amazon2018": Layout("reviewerID", "asin", "unixReviewTime", 1000, "overall", "asin", False),
     # 2023 items are product families: variants (asin) are folded into parent_asin.
-    "amazon2023": Layout("user_id", "parent_asin", "timestamp", 1, "parent_asin", False, "asin"),
+    "amazon2023": Layout(
+        "user_id", "parent_asin", "timestamp", 1, "rating", "parent_asin", False, "asin"
+    ),
 }
 
 
@@ -75,7 +78,10 @@ def review_extractor(layout: Layout):
             return f"no usable {layout.item}"
         if ts is None or ts < 0:
             return f"no usable {layout.time}"
-        return user, item, ts * layout.ms_per_unit
+        # A missing or odd rating is no reason to drop the review: only min_rating reads it.
+        rating = rec.get(layout.rating)
+        usable = isinstance(rating, int | float) and not isinstance(rating, bool)
+        return user, item, ts * layout.ms_per_unit, float(rating) if usable else None
 
     return extract
 
@@ -95,7 +101,7 @@ def meta_extractor(layout: Layout):
 def read_reviews(path, fmt: str, on_truncated: str, max_malformed: float):
     layout = LAYOUTS[fmt]
     return read_records(
-        path, json.loads, review_extractor(layout), EVENT_SCHEMA, on_truncated, max_malformed
+        path, json.loads, review_extractor(layout), RATED_EVENT_SCHEMA, on_truncated, max_malformed
     )
 
 

@@ -18,6 +18,7 @@ import polars as pl
 
 from molorec.io.rawfile import (
     EVENT_SCHEMA,
+    RATED_EVENT_SCHEMA,
     TITLE_SCHEMA,
     FileAccount,
     RawInputError,
@@ -26,8 +27,6 @@ from molorec.io.rawfile import (
     read_records,
 )
 from molorec.io.titles import clean_title
-
-RATED_EVENT_SCHEMA = {**EVENT_SCHEMA, "rating": pl.Float64}
 
 
 class Decoder:

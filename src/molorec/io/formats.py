@@ -55,9 +55,9 @@ def movielens(release: str, ratings: str, movies: str) -> RawFormat:
 
 
 FORMATS = {
-    "amazon2014": RawFormat(("reviews", "meta"), partial(read_amazon, "amazon2014")),
-    "amazon2018": RawFormat(("reviews", "meta"), partial(read_amazon, "amazon2018")),
-    "amazon2023": RawFormat(("reviews", "meta"), partial(read_amazon, "amazon2023")),
+    "amazon2014": RawFormat(("reviews", "meta"), partial(read_amazon, "amazon2014"), ratings=True),
+    "amazon2018": RawFormat(("reviews", "meta"), partial(read_amazon, "amazon2018"), ratings=True),
+    "amazon2023": RawFormat(("reviews", "meta"), partial(read_amazon, "amazon2023"), ratings=True),
     "mooccube": RawFormat(
         ("path",), read_mooccube, within=("entities/user.json", "entities/course.json")
     ),

@@ -21,6 +21,8 @@ from molorec.schema import defaults
 # The frames every format's reader returns: events (one per interaction, its file line
 # alongside) and titles (one per metadata record).
 EVENT_SCHEMA = {"user": pl.String, "item": pl.String, "ts_ms": pl.Int64}
+# Events of a format with ratings: a null rating where a record has none.
+RATED_EVENT_SCHEMA = {**EVENT_SCHEMA, "rating": pl.Float64}
 TITLE_SCHEMA = {"item": pl.String, "title": pl.String}
 
 GZIP_MAGIC = b"\x1f\x8b"
