@@ -11,7 +11,7 @@ import json
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, one_target_config, run_workflow
 from test_io import invariant
 
 from molorec.config import ConfigError, check_config
@@ -332,3 +332,15 @@ def test_the_movielens_config_is_the_sample_s_with_a_movielens_target():
     targets = {d: s["format"] for d, s in movielens["domains"].items() if s["role"] == "target"}
     assert targets == {"movies": "movielens1m"}
     check_config(movielens, base_dir=REPO)
+
+
+def test_a_domain_s_reader_options_reach_its_ingest_job(tmp_path):
+    """The workflow passes a domain's format options (columns, min_rating) to its job."""
+    config = one_target_config()
+    config["domains"]["shop"] = {"role": "target", **SPECS["csv"], "min_rating": 3}
+    target = "results/data/shop/quality.json"
+    proc = run_workflow(tmp_path, config, target)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    quality = json.loads((tmp_path / target).read_text())
+    assert quality["reviews"]["notes"]["fields"]["user"] == "customer"
+    assert quality["min_rating"] == 3 and quality["reviews"]["dropped"]["below_min_rating"] > 0

@@ -33,6 +33,9 @@ SCHEMA = load_schema()
 # Tested elsewhere, because a new value needs new files: the inputs of a domain and a
 # general adapter built elsewhere (tests/test_domains.py, tests/test_config.py).
 ELSEWHERE = {"general_adapter", "role", "format", "reviews", "meta", "path"}
+# The reader options of other raw formats (csv, recbole, movielens): a new value needs a
+# domain of that format and its files (tests/test_formats.py changes each on one).
+ELSEWHERE |= {"interactions", "items", "columns", "separator", "encoding"}
 # The grid variants (merges, controls) plan jobs of their own that the one-target run has
 # not run: tests/test_grid.py changes them on a run that has.
 ELSEWHERE |= {"merges", "controls"}

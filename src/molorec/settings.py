@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from molorec.io.formats import FORMATS
 from molorec.schema import defaults
 
 _DATA, _TRAIN, _FUSION = defaults("data"), defaults("train"), defaults("fusion")
@@ -105,9 +106,19 @@ class FusionSettings:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-# What reading a domain's dumps depends on: not its role or prompt, so changing those does
-# not re-read it.
-INGEST_KEYS = ("format", "reviews", "meta", "path", "on_truncated")
+# What reading a domain's dumps depends on: its format's inputs and options (the registry,
+# molorec.io.formats), the truncation policy and the rating threshold; not its role or
+# prompt, so changing those does not re-read it.
+INGEST_KEYS = tuple(
+    dict.fromkeys(
+        [
+            "format",
+            *(key for raw in FORMATS.values() for key in (*raw.keys, *raw.options)),
+            "on_truncated",
+            "min_rating",
+        ]
+    )
+)
 # The fusion settings that choose the prompts a scenario adapts on.
 ADAPTATION_KEYS = ("n_prompts", "adapt_on", "prompt_choice")
 
