@@ -95,11 +95,16 @@ def first_line(path: str | Path) -> bytes | None:
     return None
 
 
-def header_fields(path: str | Path, table: Table, decode) -> list[str]:
+def _header(path: str | Path, table: Table, decode) -> tuple[bytes, list[str]]:
+    """The header line as read, and the field names it gives."""
     line = first_line(path)
     if line is None:
         raise RawInputError(f"{path}: the file is empty; it needs a header line")
-    return [name.strip() for name in table.split(decode(line))]
+    return line, [name.strip() for name in table.split(decode(line))]
+
+
+def header_fields(path: str | Path, table: Table, decode) -> list[str]:
+    return _header(path, table, decode)[1]
 
 
 def resolve(
@@ -109,7 +114,7 @@ def resolve(
     number of fields a line has (None: any)."""
     if not table.header:
         return {k: int(v) for k, v in fields.where.items()}, None, table.n_fields
-    names = header_fields(path, table, decode)
+    line, names = _header(path, table, decode)
     positions = {}
     for ours, theirs in fields.where.items():
         if theirs not in names:
@@ -119,7 +124,22 @@ def resolve(
             )
         positions[ours] = names.index(theirs)
         fields.used[ours] = theirs
-    return positions, first_line(path), len(names)
+    return positions, line, len(names)
+
+
+def _read_table(
+    path, table, fields, decode, header, width, extract, schema, on_truncated, max_malformed
+):
+    """read_records on a table's lines: the header skipped, each line split into its
+    fields, and the fields and encoding used noted on the file's account."""
+    skip = (lambda line: "header" if line == header else None) if header else None
+    frame, account = read_records(
+        path, _fields_of(table, decode, width), extract, schema, on_truncated, max_malformed, skip
+    )
+    if fields.used:
+        account.notes["fields"] = dict(fields.used)
+    decode.note(account)
+    return frame, account
 
 
 def _fields_of(table: Table, decode, width: int | None):
@@ -168,15 +188,9 @@ def read_events(
             return f"rating {values[at['rating']][:40]!r} is not a number"
         return user, item, ts, rating
 
-    skip = (lambda line: "header" if line == header else None) if header else None
-    parse = _fields_of(table, decode, width)
-    events, account = read_records(
-        path, parse, extract, schema, on_truncated, max_malformed, skip=skip
+    return _read_table(
+        path, table, fields, decode, header, width, extract, schema, on_truncated, max_malformed
     )
-    if fields.used:
-        account.notes["fields"] = dict(fields.used)
-    decode.note(account)
-    return events, account
 
 
 def read_titles(
@@ -197,12 +211,15 @@ def read_titles(
             title = values[start]
         return item, clean_title(title)
 
-    skip = (lambda line: "header" if line == header else None) if header else None
-    parse = _fields_of(table, decode, width)
-    titles, account = read_records(
-        path, parse, extract, TITLE_SCHEMA, on_truncated, max_malformed, skip=skip
+    return _read_table(
+        path,
+        table,
+        fields,
+        decode,
+        header,
+        width,
+        extract,
+        TITLE_SCHEMA,
+        on_truncated,
+        max_malformed,
     )
-    if fields.used:
-        account.notes["fields"] = dict(fields.used)
-    decode.note(account)
-    return titles, account
