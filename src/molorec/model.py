@@ -19,6 +19,7 @@ import functools
 import hashlib
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -279,7 +280,8 @@ def native_cpu_bf16() -> bool:
 
 
 def load_base(path: str, dtype=None, device=None):
-    """Model and tokenizer for any HF causal LM with a chat template."""
+    """Model and tokenizer for any HF causal LM with a chat template; on a machine without
+    CUDA, with molorec's blocked attention (molorec.attention)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -291,6 +293,11 @@ def load_base(path: str, dtype=None, device=None):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     if device is not None:
         model.to(device)
+    # CPU only: on CUDA, SDPA's kernels are kept. MOLOREC_ATTENTION=sdpa keeps them here too.
+    if not torch.cuda.is_available() and os.environ.get("MOLOREC_ATTENTION", "auto") != "sdpa":
+        from molorec.attention import use_blocked_attention
+
+        use_blocked_attention(model)
     return model, tokenizer
 
 
