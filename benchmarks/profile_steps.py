@@ -93,11 +93,11 @@ def main() -> None:
 
     import polars as pl
     import torch
+    from bench_train import BATCH, prepare, settings
     from peft import get_peft_model
     from peft.helpers import disable_input_dtype_casting
     from torch.profiler import ProfilerActivity, profile
 
-    from bench_train import BATCH, prepare, settings
     from molorec.dropout import use_sparse_dropout
     from molorec.evaluate import scenario_examples
     from molorec.model import load_base, model_dtype
@@ -146,7 +146,7 @@ def main() -> None:
     summarise(prof, wall, f"training step ({tokens} tokens)", plain)
 
     # --- one ranking batch ---
-    del model, optimizer
+    model = optimizer = None  # free the training model before loading the ranking one
     model, tokenizer = load_base(str(model_dir), dtype=dtype)
     model.eval()
     folder = args.cache / "data"

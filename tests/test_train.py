@@ -38,6 +38,7 @@ def settings(**kw) -> TrainSettings:
         save_every=0,
         epochs=100,
         lora_dropout=0.0,
+        precision="fp32",  # auto would be bf16 on a CPU with native bf16: exact checks here
     )
     base.update(kw)
     return TrainSettings(**base)
