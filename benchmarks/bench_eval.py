@@ -10,7 +10,9 @@ For `rank` it also prints the model FLOP/s (molorec.flops.rank_flops of every ex
 the time) as a share of this machine's bf16 and fp32 ``torch.matmul`` rate at the model's
 projection shapes, measured in the same run. Then `rank` with several examples per forward
 pass (``--batch-sizes``: evaluate.batch_size) against one at a time, alternating, in the
-same process: examples/s, the median ratio, and whether the rankings are the same.
+same process: examples/s, the median ratio, and whether the rankings are the same; and
+`rank` with transformers' SDPA attention (before) against molorec's blocked attention
+(after, the CPU default), alternating, with the GEMM share of each.
 ``--data`` ranks a pipeline's own examples instead (e.g. the quick start's
 results/data/beauty: 10 candidates, the eval jobs' one thread with --threads 1).
 
@@ -30,6 +32,7 @@ import torch
 from bench_fusion import adapters, sample_instructions
 from peft import PeftModel
 
+from molorec.attention import NAME as BLOCKED
 from molorec.evaluate import predict_llm, scenario_examples
 from molorec.flops import Shapes, gemm_rates, rank_flops
 from molorec.model import load_base, model_dtype
@@ -106,6 +109,8 @@ def main() -> None:
         )
     )
 
+    compare_attention(model, tokenizer, rows, titles, args.repeats, flops, rates)
+
     exact = None
     if args.precision == "bf16":  # bf16 rounds: a float32 copy's rankings are the reference
         fp32, _ = load_base(str(base), dtype=torch.float32)
@@ -116,6 +121,38 @@ def main() -> None:
         exact = exact["ranking"].to_list()
         del fp32
     compare_batch_sizes(model, tokenizer, rows, titles, args.batch_sizes, args.repeats, exact)
+
+
+def compare_attention(model, tokenizer, rows, titles, repeats: int, flops: float, rates) -> None:
+    """`rank` with transformers' SDPA attention (before) and molorec's blocked attention
+    (after, the CPU default), alternating in the same process: examples/s, the share of
+    the GEMM rate, and whether the rankings are the same."""
+    import statistics
+
+    seconds, rankings = {}, {}
+    for _ in range(repeats):
+        for impl in ("sdpa", BLOCKED):
+            model.set_attn_implementation(impl)
+            t = time.perf_counter()
+            with torch.no_grad():
+                preds = predict_llm(model, tokenizer, rows, titles, "rank", batch_size=8)
+            seconds.setdefault(impl, []).append(time.perf_counter() - t)
+            rankings[impl] = preds["ranking"].to_list()
+    model.set_attn_implementation(BLOCKED)
+    n = rows.height
+    same = sum(a == b for a, b in zip(rankings["sdpa"], rankings[BLOCKED], strict=True))
+    top = sum(a[0] == b[0] for a, b in zip(rankings["sdpa"], rankings[BLOCKED], strict=True))
+    median = {impl: statistics.median(v) for impl, v in seconds.items()}
+    print(
+        f"rank attention (median of {repeats}, batch 8): SDPA {n / median['sdpa']:.2f} -> "
+        f"blocked {n / median[BLOCKED]:.2f} examples/s = "
+        f"{median['sdpa'] / median[BLOCKED]:.2f}x; "
+        + " | ".join(
+            f"{k} GEMM share {flops / median['sdpa'] / r:.1%} -> {flops / median[BLOCKED] / r:.1%}"
+            for k, r in rates.items()
+        )
+        + f"; same rankings: order {same}/{n}, top-1 {top}/{n}"
+    )
 
 
 def compare_batch_sizes(

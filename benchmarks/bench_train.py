@@ -7,9 +7,12 @@ bf16 weights and autocast on both sides with --precision bf16) on the
 same Beauty sample instructions, the same examples in the same batches, for the same
 number of optimizer steps with batch 4 and no gradient accumulation:
 
-- ours: ``molorec.train.train`` (LM head only at answer positions);
+- ours: ``molorec.train.train`` (LM head only at answer positions; on a CPU, molorec's
+  blocked attention);
+- ours-sdpa: the same with transformers' SDPA attention (MOLOREC_ATTENTION=sdpa): ours
+  before blocked attention, the "before" of the GEMM share;
 - baseline: ``transformers.Trainer`` on ``peft.get_peft_model``, labels -100 on the
-  prompt, ``DataCollatorForSeq2Seq``, the model's own forward (logits at every position)
+  prompt, ``DataCollatorForSeq2Seq``, the model's own forward (logits at every position, SDPA)
   and its standard loss. It is fed ours' step plan in order (sequential sampler), so each
   step sees the same four examples; the token ids come from the same ``encode``.
 
@@ -48,6 +51,8 @@ import time
 from pathlib import Path
 
 BATCH = 4
+SIDES = ("ours", "ours-sdpa", "baseline")
+SDPA_SIDES = ("ours-sdpa", "baseline")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "lr": 2e-4, "warmup_ratio": 0.05, "seed": 42}
 DOMAIN = "beauty"
 
@@ -271,7 +276,7 @@ def run_baseline(model_dir: Path, data: Path, steps: int, work: Path, precision:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),  # where ours trains
         bf16=precision == "bf16",  # autocast, as ours
         remove_unused_columns=False,
         seed=s.seed,
@@ -318,9 +323,10 @@ def machine_rates(model: Path, threads: int) -> tuple:
 
     torch.set_num_threads(threads)
     shapes = Shapes.of(AutoConfig.from_pretrained(model))
-    rates = gemm_rates(shapes, rows=BATCH * 350)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where train() runs
+    rates = gemm_rates(shapes, rows=BATCH * 350, device=device)
     print(
-        "torch.matmul at the model's projection shapes: "
+        f"torch.matmul ({device}) at the model's projection shapes: "
         + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in rates.items()),
         flush=True,
     )
@@ -331,7 +337,9 @@ def child(side: str, model: Path, data: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", side, str(model), str(data)]
     cmd += ["--steps", str(args.steps), "--threads", str(args.threads), "--cache", str(args.cache)]
     cmd += ["--precision", args.precision]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # The baseline, and ours before blocked attention, run transformers' own SDPA.
+    env = os.environ | ({"MOLOREC_ATTENTION": "sdpa"} if side in SDPA_SIDES else {})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"{side}: the child process failed ({proc.returncode})")
@@ -352,13 +360,13 @@ def report(r: dict, shapes, rates: dict) -> str:
     achieved = model_flops(r, shapes)
     share = " | ".join(f"{achieved / rate:.1%} of {k} GEMM" for k, rate in rates.items())
     return (
-        f"[{r['side']:>8}] {r['steps']} steps, {tokens:,} tokens "
+        f"[{r['side']:>9}] {r['steps']} steps, {tokens:,} tokens "
         f"({r['answer_tokens'] / tokens:.1%} answer) | loop {r['loop_s']:.1f} s "
         f"= {tokens / r['loop_s']:,.0f} tokens/s | whole job {r['total_s']:.1f} s "
         f"= {tokens / r['total_s']:,.0f} tokens/s | peak RSS {r['peak_rss_mb'] / 1024:.2f} GB | "
         f"loss/answer token step 1 {r['loss_step1']:.5f}, step {r['steps']} "
         f"{r['loss_last']:.5f} | {r['threads']} threads, load {r['load']:.1f} at the end\n"
-        f"{'':11}model FLOPs {achieved / 1e9:,.0f} GFLOP/s = {share}"
+        f"{'':12}model FLOPs {achieved / 1e9:,.0f} GFLOP/s = {share}"
     )
 
 
@@ -380,7 +388,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         side, model, data = args.child[0], Path(args.child[1]), Path(args.child[2])
-        run = run_ours if side == "ours" else run_baseline
+        run = run_ours if side.startswith("ours") else run_baseline
         work = args.cache / f"run-{side}"
         print(json.dumps(run(model, data, args.steps, work, args.precision)))
         return
@@ -397,10 +405,21 @@ def main() -> None:
     )
     shapes, rates = machine_rates(model, args.threads)
     results = {}
-    for side in ("ours", "baseline"):
-        results[side] = child(side, model, data, args)
+    for side in SIDES:
+        results[side] = child(side, model, data, args) | {"side": side}
         print(report(results[side], shapes, rates), flush=True)
-    ours, base = results["ours"], results["baseline"]
+    ours, base, before = results["ours"], results["baseline"], results["ours-sdpa"]
+    print(
+        f"ours / ours with SDPA attention (before): "
+        f"{before['loop_s'] / ours['loop_s']:.2f}x tokens/s; "
+        + " | ".join(
+            f"{k} GEMM share {model_flops(before, shapes) / r:.1%} -> "
+            f"{model_flops(ours, shapes) / r:.1%}"
+            for k, r in rates.items()
+        )
+        + f"; step-1 loss {before['loss_step1']:.5f} -> {ours['loss_step1']:.5f}",
+        flush=True,
+    )
     if ours["first_batch"] != base["first_batch"] or ours["step_tokens"] != base["step_tokens"]:
         print("warning: the two sides did not see the same batches", flush=True)
     tokens = sum(ours["step_tokens"])

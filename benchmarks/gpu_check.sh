@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU check (< 8 minutes on one H100/H200): the default pipeline with
 # smollm2-135m in bf16 on CUDA, then the vllm backend on one variant against HF generate.
-# Prints the wall time per stage and training tokens/s.
+# Prints the wall time per stage, training tokens/s, and training's share of the GPU's
+# matmul rate at the model's shapes.
 #
 #   bash benchmarks/gpu_check.sh [workdir]
 #
@@ -48,3 +49,8 @@ PY
 # 2. vLLM against HF generate on the same prompts: every variant of beauty's warm test set
 #    (fused adapters included) from one engine, as LoRA requests.
 python "$repo/benchmarks/vllm_check.py" --workdir "$work" --domain beauty
+
+# 3. Training close to the machine: model FLOP/s of ours (and of transformers.Trainer) as a
+#    share of this GPU's own bf16 / fp32 matmul rate at the model's shapes (issue 24's ratio).
+python "$repo/benchmarks/bench_train.py" --model smollm2-135m --precision bf16 \
+    --cache "$work/bench-train"

@@ -100,22 +100,30 @@ def causal_context(lengths: list[int]) -> float:
     return sum(n * (n + 1) / 2 for n in lengths) / sum(lengths)
 
 
-def gemm_rate(s: Shapes, dtype, rows: int = 700, repeats: int = 5) -> float:
+def gemm_rate(s: Shapes, dtype, rows: int = 700, repeats: int = 5, device: str = "cpu") -> float:
     """This machine's FLOP/s for ``rows`` tokens through each projection of a layer
-    (``torch.matmul``, the threads torch is set to): total FLOPs over the median times."""
+    (``torch.matmul``, the threads torch is set to, or a CUDA device): total FLOPs over
+    the median times."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
+    cuda = device.startswith("cuda")
+
+    def timed(x, w) -> float:
+        if cuda:
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        torch.matmul(x, w)
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
     total_flops, total_s = 0.0, 0.0
     for n_in, n_out in s.projections().values():
-        x = torch.randn(rows, n_in, generator=gen).to(dtype)
-        w = torch.randn(n_in, n_out, generator=gen).to(dtype)
-        torch.matmul(x, w)  # warm-up: first-call allocation and kernel choice
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            torch.matmul(x, w)
-            times.append(time.perf_counter() - t)
+        x = torch.randn(rows, n_in, generator=gen).to(device, dtype)
+        w = torch.randn(n_in, n_out, generator=gen).to(device, dtype)
+        timed(x, w)  # warm-up: first-call allocation and kernel choice
+        times = [timed(x, w) for _ in range(repeats)]
         total_s += sorted(times)[len(times) // 2]
         total_flops += 2 * rows * n_in * n_out
     return total_flops / total_s
@@ -134,11 +142,11 @@ def rank_flops(s: Shapes, prompt: int, candidates: list[int]) -> float:
     )
 
 
-def gemm_rates(s: Shapes, rows: int) -> dict[str, float]:
+def gemm_rates(s: Shapes, rows: int, device: str = "cpu") -> dict[str, float]:
     """:func:`gemm_rate` in bf16 and in fp32, the two precisions a stage runs in."""
     import torch
 
     return {
-        name: gemm_rate(s, dtype, rows=rows)
+        name: gemm_rate(s, dtype, rows=rows, device=device)
         for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
     }
