@@ -10,11 +10,12 @@ Here attention is a loop over blocks of :data:`BLOCK` queries. A block computes 
 against the span of keys that any of its queries may see (for a causal mask, the keys up
 to its last query; for a given mask, the first to the last key it allows), so the keys
 after the diagonal and the masked-out candidates of other examples cost nothing. Scores
-and products are batched matmuls in the model's dtype, the softmax in float32. The grouped
-key/value heads are read as they are, the query heads of a group stacked as rows, so keys
-and values are never repeated. Like flash attention, only the output and each query's
-log-sum-exp are kept for the backward, which recomputes the probabilities block by block:
-the memory of a training step does not grow.
+and products are batched matmuls in the model's dtype and the softmax is torch's fused
+one (float32 inside), as transformers' eager attention computes them; a mask is added
+only to the keys of a block that some query of it does not see. The grouped key/value
+heads are read as they are, the query heads of a group stacked as rows, so keys and values
+are never repeated. Like flash attention, no [q, k] tensor is kept for the backward, which
+recomputes each block's probabilities: a training step needs less memory than with SDPA.
 
 It is registered with transformers as ``molorec_blocked`` (:func:`use_blocked_attention`)
 and used on CPUs only: on CUDA, SDPA's flash kernels are already at the matrix rate.
