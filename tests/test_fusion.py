@@ -587,7 +587,13 @@ def test_every_lr_from_one_load_equals_a_load_per_lr(tiny, tokenizer, random_pai
     weights and a fresh optimizer. Against a fresh load and a plain adapt() per lr."""
     data = instructions(tmp_path / "d.parquet", 4, split="test")
     s = FusionSettings(
-        k=2, max_new_tokens=8, tokens_per_backward=2, accumulation=1, adapt_on="test", n_prompts=3
+        k=2,
+        max_new_tokens=8,
+        tokens_per_backward=2,
+        accumulation=1,
+        adapt_on="test",
+        n_prompts=3,
+        precision="fp32",  # as the float32 load below (auto is bf16 on a native-bf16 CPU)
     )
     lrs = {0.5: tmp_path / "grouped/lr0.5", 2.0: tmp_path / "grouped/lr2"}
     run_lrs(tiny, random_pair, data, "warm", lrs, s)
