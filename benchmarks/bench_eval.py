@@ -109,7 +109,7 @@ def main() -> None:
         )
     )
 
-    compare_attention(model, tokenizer, rows, titles, args.repeats, flops, rates)
+    compare_attention(model, tokenizer, rows, titles, batch, args.repeats, flops, rates)
 
     exact = None
     if args.precision == "bf16":  # bf16 rounds: a float32 copy's rankings are the reference
@@ -123,7 +123,17 @@ def main() -> None:
     compare_batch_sizes(model, tokenizer, rows, titles, args.batch_sizes, args.repeats, exact)
 
 
-def compare_attention(model, tokenizer, rows, titles, repeats: int, flops: float, rates) -> None:
+def agree(x: list, y: list) -> str:
+    """How often two lists of rankings agree: the full order, and the first candidate."""
+    n = len(x)
+    full = sum(a == b for a, b in zip(x, y, strict=True))
+    top = sum(a[0] == b[0] for a, b in zip(x, y, strict=True))
+    return f"order {full}/{n}, top-1 {top}/{n}"
+
+
+def compare_attention(
+    model, tokenizer, rows, titles, batch: int, repeats: int, flops: float, rates
+) -> None:
     """`rank` with transformers' SDPA attention (before) and molorec's blocked attention
     (after, the CPU default), alternating in the same process: examples/s, the share of
     the GEMM rate, and whether the rankings are the same."""
@@ -135,23 +145,21 @@ def compare_attention(model, tokenizer, rows, titles, repeats: int, flops: float
             model.set_attn_implementation(impl)
             t = time.perf_counter()
             with torch.no_grad():
-                preds = predict_llm(model, tokenizer, rows, titles, "rank", batch_size=8)
+                preds = predict_llm(model, tokenizer, rows, titles, "rank", batch_size=batch)
             seconds.setdefault(impl, []).append(time.perf_counter() - t)
             rankings[impl] = preds["ranking"].to_list()
     model.set_attn_implementation(BLOCKED)
     n = rows.height
-    same = sum(a == b for a, b in zip(rankings["sdpa"], rankings[BLOCKED], strict=True))
-    top = sum(a[0] == b[0] for a, b in zip(rankings["sdpa"], rankings[BLOCKED], strict=True))
     median = {impl: statistics.median(v) for impl, v in seconds.items()}
     print(
-        f"rank attention (median of {repeats}, batch 8): SDPA {n / median['sdpa']:.2f} -> "
+        f"rank attention (median of {repeats}, batch {batch}): SDPA {n / median['sdpa']:.2f} -> "
         f"blocked {n / median[BLOCKED]:.2f} examples/s = "
         f"{median['sdpa'] / median[BLOCKED]:.2f}x; "
         + " | ".join(
             f"{k} GEMM share {flops / median['sdpa'] / r:.1%} -> {flops / median[BLOCKED] / r:.1%}"
             for k, r in rates.items()
         )
-        + f"; same rankings: order {same}/{n}, top-1 {top}/{n}"
+        + f"; same rankings: {agree(rankings['sdpa'], rankings[BLOCKED])}"
     )
 
 
@@ -172,12 +180,6 @@ def compare_batch_sizes(
             rankings[b] = preds["ranking"].to_list()
     reference = statistics.median(seconds[sizes[0]])
     n = rows.height
-
-    def agree(x: list, y: list) -> str:
-        full = sum(a == b for a, b in zip(x, y, strict=True))
-        top = sum(a[0] == b[0] for a, b in zip(x, y, strict=True))
-        return f"order {full}/{n}, top-1 {top}/{n}"
-
     print(f"rank, examples per forward pass (median of {repeats}, {n} examples):")
     for b in sizes:
         median = statistics.median(seconds[b])

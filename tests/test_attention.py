@@ -125,7 +125,7 @@ def test_grouped_query_heads_are_not_mixed_up():
     v = v.detach().clone()
     v[:, 1] = 0
     out = blocked_attention(q, k, v, None)
-    assert out[:, 2:4].abs().max() == 0 and out[:, :2].abs().min() >= 0
+    assert out[:, 2:4].abs().max() == 0
     assert out[:, :2].abs().max() > 0 and out[:, 4:].abs().max() > 0
 
 
