@@ -357,3 +357,105 @@ def test_the_schema_names_every_raw_format_and_the_inputs_it_reads():
         for key in fmt.keys:
             assert not validator.is_valid({k: v for k, v in spec.items() if k != key}), name
         assert all(isinstance(f, str) for f in fmt.files(spec))
+
+
+# --- Block readers: the same records and reasons as line by line ----------------------
+
+# Lines the strict block decoder must not take as they are: each is either dropped with a
+# reason by the line-by-line reader or read there by json.loads's rules, not the decoder's.
+ODD_REVIEW_LINES = [
+    review14(12, "B1", 100),  # a number as id
+    review14("A1", "B1", 100.0),  # a float time
+    review14("A1", "B1", "100"),  # a digit-string time: json.loads's reader takes it
+    review14("A1", "B1", True),
+    review14("A1", "B1", -5),
+    review14("A1", "B1", 2**70),
+    review14("", "B1", 100),
+    review14("A\u00e9", "B1", 100),  # printable, not ASCII: _is_id judges it
+    review14("A\x01", "B1", 100),
+    '{"reviewerID": "A\\ud800", "asin": "B1", "unixReviewTime": 1}',  # lone surrogate
+    '{"reviewerID": "A1", "asin": "B1", "unixReviewTime": 1, "overall": NaN}',
+    '{"reviewerID": "A1", "asin": "B1", "unixReviewTime": 1, "overall": "5"}',
+    '{"asin": "B1", "unixReviewTime": 1}',
+    review14("A1", "B1", 1) + " " + review14("A2", "B1", 2),  # two objects on a line
+    # ... and then a blank line: as many records as lines
+    review14("A1", "B1", 1) + " " + review14("A2", "B1", 2) + "\n",
+    "",
+    "  \t",
+    "[1, 2]",
+    "{not json",
+]
+# A line the decoder reads as json.loads does: a duplicate key, the last one counting.
+DUPLICATE_KEY = '{"reviewerID": "A0", "reviewerID": "A1", "asin": "B1", "unixReviewTime": 1}'
+
+
+@pytest.mark.parametrize("fmt", ["amazon2014", "amazon2023"])
+@pytest.mark.parametrize("odd", [*ODD_REVIEW_LINES, DUPLICATE_KEY])
+def test_block_reader_gives_the_line_by_line_records_and_reasons(tmp_path, monkeypatch, fmt, odd):
+    """Small chunks make blocks of a few lines: the odd line's block is read line by line,
+    the clean blocks around it whole, and the records and account equal reading every line
+    one by one."""
+    import molorec.io.rawfile as rawfile
+    from molorec.io.amazon import LAYOUTS, review_extractor
+
+    def line(user, item, ts):
+        if fmt == "amazon2014":
+            return review14(user, item, ts)
+        rec = {"user_id": user, "asin": item, "rating": 4, "timestamp": ts}
+        return json.dumps(rec | ({"parent_asin": "P" + item} if ts % 2 else {}))
+
+    odd = odd if fmt == "amazon2014" else odd.replace("reviewerID", "user_id")
+    odd = odd.replace("unixReviewTime", "timestamp") if fmt == "amazon2023" else odd
+    lines = [line(f"A{i}", f"B{i % 7}", 1000 + i) for i in range(40)]
+    path = write_lines(tmp_path / "r.json.gz", lines[:20] + [odd] + lines[20:])
+    monkeypatch.setattr(rawfile, "CHUNK_BYTES", 300)
+    blocks, plain = (
+        read_reviews(path, fmt, "error", 1.0),
+        rawfile.read_records(
+            path,
+            json.loads,
+            review_extractor(LAYOUTS[fmt]),
+            rawfile.RATED_EVENT_SCHEMA,
+            "error",
+            1.0,
+        ),
+    )
+    assert blocks[0].equals(plain[0])
+    assert blocks[1].as_dict() == plain[1].as_dict()
+    assert (blocks[1].first_bad_line, blocks[1].first_bad_reason) == (
+        plain[1].first_bad_line,
+        plain[1].first_bad_reason,
+    )
+
+
+def test_block_reader_reads_a_clean_block_whole_and_refuses_an_odd_one():
+    from molorec.io.amazon import LAYOUTS, review_block_reader
+
+    read = review_block_reader(LAYOUTS["amazon2014"])
+    clean = "".join(review14(f"A{i}", "B1", i) + "\n" for i in range(3)).encode()
+    records = read(clean)
+    assert records.to_dicts() == [
+        {"user": f"A{i}", "item": "B1", "ts_ms": i * 1000, "rating": 5.0} for i in range(3)
+    ]
+    for odd in ODD_REVIEW_LINES:
+        assert read(clean + (odd + "\n").encode()) is None, odd
+
+
+def test_unreviewed_filter_skips_the_same_lines_matched_at_once_or_one_by_one(tmp_path):
+    """The meta filter over a block's lines at once (polars), and one by one as bytes where
+    a block is not UTF-8: the same lines go unparsed, and lines without the key are parsed."""
+    from molorec.io.amazon import LAYOUTS, unreviewed_filter
+
+    lines = [
+        b"{'asin': 'B1', 'title': 'kept'}",
+        b"{'asin': 'B2', 'title': 'unreviewed'}",
+        b'{"asin" :  "B3", "title": "double quotes, spaces"}',
+        b"{'title': 'no asin key: parsed in full'}",
+        b"{'asin': 'B\\'4', 'title': 'escaped quote: no match, parsed'}",
+        b"{'title': 'x', 'asin': 'B5'}",
+        "{'asin': 'B\u00e96', 'title': 'caf\u00e9'}".encode(),
+    ]
+    skip = unreviewed_filter(LAYOUTS["amazon2014"], {"B1", "B3", "B\u00e96"})
+    expected = [None, "unreviewed", None, None, None, "unreviewed", None]
+    assert skip(lines) == expected
+    assert skip(lines + [b"{'asin': 'B7', 'title': '\xff'}"]) == expected + ["unreviewed"]

@@ -132,7 +132,7 @@ def _read_table(
 ):
     """read_records on a table's lines: the header skipped, each line split into its
     fields, and the fields and encoding used noted on the file's account."""
-    skip = (lambda line: "header" if line == header else None) if header else None
+    skip = (lambda lines: ["header" if x == header else None for x in lines]) if header else None
     frame, account = read_records(
         path, _fields_of(table, decode, width), extract, schema, on_truncated, max_malformed, skip
     )

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import repeat
 from pathlib import Path
 
 import polars as pl
@@ -106,11 +107,13 @@ def _plain_chunks(fh) -> Iterator[bytes]:
         yield chunk
 
 
-def iter_lines(path: str | Path, account: FileAccount) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, line bytes) for every line; blank lines are counted, not yielded.
+def iter_blocks(path: str | Path, account: FileAccount) -> Iterator[tuple[int, bytes]]:
+    """Yield (number of its first line, block) for the file's lines in blocks of whole
+    lines, each block ending with a newline; every line is counted on the account here.
 
-    Gzip or plain is detected from the first bytes, not the file name. A line left
-    incomplete by a truncated gzip stream is not yielded: it is dropped as 'truncated'.
+    The last line of a file that does not end with a newline comes as a block of its own,
+    without one (noted as ``unterminated``), unless the gzip stream was cut short: then it is
+    dropped as 'truncated'. Gzip or plain is detected from the first bytes, not the name.
     """
     path = Path(path)
     lineno = 0
@@ -120,15 +123,14 @@ def iter_lines(path: str | Path, account: FileAccount) -> Iterator[tuple[int, by
         fh.seek(0)
         chunks = _gzip_stream(fh, account) if gz else _plain_chunks(fh)
         for chunk in chunks:
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                lineno += 1
-                account.lines += 1
-                if line.strip():
-                    yield lineno, line
-                else:
-                    account.drop_line("blank")
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            block, rest = data[:cut], data[cut:]
+            if block:
+                n = block.count(b"\n")
+                account.lines += n
+                yield lineno + 1, block
+                lineno += n
     if rest:
         lineno += 1
         account.lines += 1
@@ -139,6 +141,31 @@ def iter_lines(path: str | Path, account: FileAccount) -> Iterator[tuple[int, by
             yield lineno, rest
         else:
             account.drop_line("blank")
+
+
+def block_lines(first: int, block: bytes, account: FileAccount) -> tuple[list[int], list[bytes]]:
+    """The numbers and bytes of a block's non-blank lines; blank ones are counted."""
+    lines = block.split(b"\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    numbers, kept = [], []
+    for lineno, line in enumerate(lines, first):
+        if line.strip():
+            numbers.append(lineno)
+            kept.append(line)
+        else:
+            account.drop_line("blank")
+    return numbers, kept
+
+
+def iter_lines(path: str | Path, account: FileAccount) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line bytes) for every line; blank lines are counted, not yielded.
+
+    A line left incomplete by a truncated gzip stream is not yielded: it is dropped as
+    'truncated' (iter_blocks).
+    """
+    for first, block in iter_blocks(path, account):
+        yield from zip(*block_lines(first, block, account), strict=True)
 
 
 def _gzip_stream(fh, account: FileAccount) -> Iterator[bytes]:
@@ -214,15 +241,19 @@ def read_records(
     schema: dict[str, pl.DataType],
     on_truncated: str = "error",
     max_malformed_fraction: float = defaults("data")["max_malformed_fraction"],
-    skip: Callable[[bytes], str | None] | None = None,
+    skip: Callable[[list[bytes]], list[str | None]] | None = None,
+    whole_block: Callable[[bytes], pl.DataFrame | None] | None = None,
 ) -> tuple[pl.DataFrame, FileAccount]:
     """Parse every line and extract one record from it.
 
     ``parse`` turns the line into a value (raising on malformed input); ``extract`` returns
     the record tuple, ordered as ``schema``, or the reason why a parsed line is unusable.
-    ``skip``, if given, may name a reason to drop a line without parsing it (cheap filters
-    in front of an expensive parser). Returns the records with a ``line`` column (1-based
-    line number) and the file's account.
+    ``skip``, if given, names for each of a block's lines a reason to drop it without
+    parsing it, or None (cheap filters in front of an expensive parser). ``whole_block``, if
+    given, may read a block of whole lines at once: it returns the block's records, one per
+    line, only where every line is a usable record that parse and extract would give the
+    same way, and None otherwise (the block is then read line by line). Returns the records
+    with a ``line`` column (1-based line number) and the file's account.
     """
     account = FileAccount(str(path))
     names = list(schema)
@@ -238,24 +269,37 @@ def read_records(
         for col in columns:
             col.clear()
 
-    for lineno, line in iter_lines(path, account):
-        if skip is not None and (reason := skip(line)) is not None:
-            account.drop(reason)
-            continue
-        try:
-            value = parse(line)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-            account.unparsable(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
-            continue
-        rec = extract(value)
-        if isinstance(rec, str):
-            account.unparsable(lineno, rec)
-            continue
-        for col, v in zip(columns, rec, strict=False):  # the last column is the line
-            col.append(v)
-        columns[-1].append(lineno)
-        if len(columns[-1]) >= FLUSH_RECORDS:
-            flush()
+    for first, block in iter_blocks(path, account):
+        if whole_block is not None and block.endswith(b"\n"):
+            records = whole_block(block)
+            if records is not None:
+                if columns[-1]:
+                    flush()
+                lines = pl.int_range(first, first + records.height, dtype=pl.Int64, eager=True)
+                frames.append(
+                    records.select(names).with_columns(lines.alias("line")).cast(full_schema)
+                )
+                continue
+        numbers, lines = block_lines(first, block, account)
+        reasons = skip(lines) if skip is not None else repeat(None)
+        for lineno, line, reason in zip(numbers, lines, reasons, strict=False):
+            if reason is not None:
+                account.drop(reason)
+                continue
+            try:
+                value = parse(line)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+                account.unparsable(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
+                continue
+            rec = extract(value)
+            if isinstance(rec, str):
+                account.unparsable(lineno, rec)
+                continue
+            for col, v in zip(columns, rec, strict=False):  # the last column is the line
+                col.append(v)
+            columns[-1].append(lineno)
+            if len(columns[-1]) >= FLUSH_RECORDS:
+                flush()
     flush()
     if account.truncated and on_truncated != "keep":
         raise truncation_error(account)
