@@ -14,7 +14,7 @@ rule ingest_domain:
         "results/benchmarks/data/{domain}/ingest.tsv"
     conda:
         "../envs/data.yaml"
-    threads: 1
+    threads: stage_resource("data", "threads")
     resources:
         mem_mb=input_mb,
         runtime=60,
@@ -37,7 +37,7 @@ rule build_examples:
         "results/benchmarks/data/{domain}/examples.tsv"
     conda:
         "../envs/data.yaml"
-    threads: 1
+    threads: stage_resource("data", "threads")
     resources:
         mem_mb=input_mb,
         runtime=60,

@@ -185,7 +185,7 @@ def sample_config() -> dict:
                 spec[key] = str(REPO / spec[key])
     config["model"]["base"] = "tiny-qwen2"
     for stage in config["resources"].values():
-        stage |= {"threads": 1, "mem_mb": 2000}
+        stage |= {"threads": 1} | ({"mem_mb": 2000} if "mem_mb" in stage else {})
     return config
 
 

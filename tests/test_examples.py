@@ -468,3 +468,33 @@ def test_examples_files_are_byte_identical_across_runs(tmp_path):
         )
         files.append([out["examples"].read_bytes(), out["summary"].read_bytes()])
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("role", ["target", "general"])
+def test_examples_drawn_in_forked_workers_equal_those_of_one_process(tmp_path, monkeypatch, role):
+    """Users split over 3 forked workers (each child records its pid): the same examples,
+    in the same order, and the same summary as one process."""
+    import os
+
+    from molorec.data import examples as ex
+
+    seqs = {f"U{u:02d}": [(u * 7 + k * 13) % N_ITEMS for k in range(2 + u % 9)] for u in range(90)}
+    inter, items = frames(seqs)
+    s = settings_for(role, domain_train_samples=50)
+    one, one_summary = build_examples(inter, items, s, workers=1)
+
+    pids = tmp_path / "pids"
+    compact = ex._compact_examples
+
+    def recorded(d, lo, hi):
+        with pids.open("a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return compact(d, lo, hi)
+
+    monkeypatch.setattr(ex, "PARALLEL_INTERACTIONS", 0)
+    monkeypatch.setattr(ex, "_compact_examples", recorded)
+    three, three_summary = build_examples(inter, items, s, workers=3)
+    children = set(pids.read_text().split())
+    assert len(children) >= 2 and str(os.getpid()) not in children
+    assert three.equals(one)
+    assert three_summary == one_summary

@@ -459,3 +459,30 @@ def test_unreviewed_filter_skips_the_same_lines_matched_at_once_or_one_by_one(tm
     expected = [None, "unreviewed", None, None, None, "unreviewed", None]
     assert skip(lines) == expected
     assert skip(lines + [b"{'asin': 'B7', 'title': '\xff'}"]) == expected + ["unreviewed"]
+
+
+def test_lines_parsed_in_forked_workers_give_the_same_records_and_account(tmp_path, monkeypatch):
+    """Metadata lines (literal parse, unreviewed skip, malformed and titleless lines) parsed
+    in 2 forked workers, in blocks of a few lines: the titles and the account of one
+    process."""
+    import molorec.io.rawfile as rawfile
+    from molorec import parallel
+
+    lines = []
+    for i in range(300):
+        lines.append(repr({"asin": f"B{i:03d}", "title": f"Title {i}"}))
+        if i % 37 == 0:
+            lines += ["{'asin': 'B000', 'title': 'x'", "__import__('os')", "{'asin': 'B1'}", ""]
+    path = write_lines(tmp_path / "meta.json.gz", lines)
+    reviewed = {f"B{i:03d}" for i in range(0, 300, 2)}
+    monkeypatch.setattr(rawfile, "CHUNK_BYTES", 2000)
+    one = read_meta(path, "amazon2014", "error", 1.0, reviewed)
+    monkeypatch.setattr(rawfile, "PARALLEL_LINES", 1)
+    with parallel.workers(2):
+        two = read_meta(path, "amazon2014", "error", 1.0, reviewed)
+    assert two[0].equals(one[0])
+    assert two[1].as_dict() == one[1].as_dict()
+    assert two[1].first_bad_line == one[1].first_bad_line == 2
+    # The reason names the rejected node, by its address in the process that parsed it.
+    assert two[1].first_bad_reason.split(" at 0x")[0] == one[1].first_bad_reason.split(" at 0x")[0]
+    assert one[1].as_dict()["dropped"]["malformed"] == 2 * 9

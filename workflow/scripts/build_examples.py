@@ -10,5 +10,6 @@ with log_to(snakemake.log[0]) as log:
         examples.ExampleSettings(**snakemake.params.settings),
         {"examples": snakemake.output.examples, "summary": snakemake.output.summary},
         snakemake.input.get("pooled_pairs"),
+        snakemake.threads,
     )
     log.info("examples per split: %s; skipped: %s", summary["examples"], summary["skipped"])

@@ -13,6 +13,7 @@ with log_to(snakemake.log[0]) as log:
             "items": snakemake.output.catalog,
             "quality": snakemake.output.quality,
         },
+        snakemake.threads,
     )
     log.info(
         "%s: %d users, %d items, %d interactions",

@@ -38,12 +38,14 @@ to the pool, never the reverse, so adding a target domain never changes the gene
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from molorec.parallel import forked
 from molorec.settings import ExampleSettings
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -149,9 +151,12 @@ def _negatives(
     titles = {title_code[target], *(taken or ())}
     for _ in range(1000):
         for c in rng.integers(0, n_items, size=2 * (need - len(chosen)) + 8).tolist():
-            if c in interacted or (cold is not None and cold[c]) or title_code[c] in titles:
+            if c in interacted or (cold is not None and cold[c]):
                 continue
-            titles.add(title_code[c])
+            title = title_code[c]
+            if title in titles:
+                continue
+            titles.add(title)
             chosen.append(c)
             if len(chosen) == need:
                 return chosen
@@ -209,24 +214,138 @@ def _draw_negatives(
     return chosen + fill
 
 
+@dataclass(frozen=True)
+class _Domain:
+    """What the draws of one domain read: the catalog, the users' item runs, the sampled
+    train positions, the selection users and the pairs the general pool shows."""
+
+    s: ExampleSettings
+    item_ids: list[str]
+    catalog: _Catalog
+    cold: np.ndarray
+    codes: np.ndarray
+    offsets: np.ndarray
+    users: list[str]
+    train_pos: np.ndarray
+    train_at: np.ndarray
+    selection: list[bool]
+    in_pool: set[tuple[str, str]]
+
+
 @dataclass
-class _Columns:
-    """Flat per-example columns, turned into Arrow list arrays at the end."""
+class _Part:
+    """The examples of a run of users, as flat columns (one entry per example; history,
+    candidates and answer flattened with their lengths), and their counts."""
 
-    users: list
-    splits: list
-    positions: list
-    targets: list
-    colds: list
-    held_out: list
-    selection: list
-    history: list
-    candidates: list
-    answer: list
+    user: list = field(default_factory=list)  # index into _Domain.users
+    split: list = field(default_factory=list)  # index into SPLIT_ORDER
+    position: list = field(default_factory=list)
+    target: list = field(default_factory=list)
+    cold: list = field(default_factory=list)
+    held_out: list = field(default_factory=list)
+    selection: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+    history_len: list = field(default_factory=list)
+    candidates: list = field(default_factory=list)
+    candidates_len: list = field(default_factory=list)
+    answer: list = field(default_factory=list)
+    answer_len: list = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    # Cold held-out examples by how many warm items their list holds: (split, n) -> count.
+    warm_in_cold: Counter = field(default_factory=Counter)
 
-    @classmethod
-    def empty(cls) -> _Columns:
-        return cls([], [], [], [], [], [], [], [], [], [])
+    def compact(self) -> _Part:
+        """The columns as numpy arrays: what a worker process sends back."""
+        for name in COLUMNS:
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
+        return self
+
+
+COLUMNS = [f for f in _Part.__dataclass_fields__ if f not in ("counts", "warm_in_cold")]
+
+
+def _examples_of(d: _Domain, lo: int, hi: int) -> _Part:
+    """The examples of users lo..hi-1, in user then plan order."""
+    s, catalog, cold = d.s, d.catalog, d.cold
+    warm = ~cold
+    need = s.n_candidates - 1
+    out = _Part()
+    for u in range(lo, hi):
+        user = d.users[u]
+        seq = d.codes[d.offsets[u] : d.offsets[u + 1]]
+        n = len(seq)
+        if n < 3:
+            out.counts["users_too_short"] += 1
+            continue
+        interacted = set(seq.tolist())
+        plan = [("train", int(p)) for p in d.train_pos[d.train_at[u] : d.train_at[u + 1]]]
+        plan += [("val", n - 2), ("test", n - 1)] if s.role == "target" else [("val", n - 2)]
+        for split, p in plan:
+            target = int(seq[p])
+            is_cold = bool(cold[target])
+            held_out = split == "test" or (split == "val" and (is_cold or d.selection[u]))
+            if held_out and (user, d.item_ids[target]) in d.in_pool:
+                out.counts[f"skipped_{split}"] += 1
+                continue
+            trained_on = not held_out
+            history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
+            history = history[-s.max_history :]
+            rng = example_rng(s, user, split, p)
+            try:
+                negatives = _draw_negatives(rng, target, trained_on, s, catalog, interacted, need)
+            except ValueError:
+                raise ValueError(
+                    f"domain {s.domain}: user {user} ({split} example at position {p}) has "
+                    f"fewer than {need} eligible negative items among {catalog.n}; lower "
+                    "data.n_candidates or add items"
+                ) from None
+            if held_out and is_cold:
+                out.warm_in_cold[split, int(warm[negatives].sum())] += 1
+            cands = np.array([target, *negatives])
+            rng.shuffle(cands)
+            if s.answer == "target_plus_random":
+                # An index draw, then the items: the same draw as choosing from the list,
+                # without converting the list to an array.
+                noise = rng.choice(len(negatives), size=s.answer_size - 1, replace=False)
+                answer = [target, *(negatives[i] for i in noise.tolist())]
+            else:
+                answer = [target]
+            out.counts[f"{split}_cold"] += is_cold
+            in_selection = split == "val" and d.selection[u]
+            out.counts["selection"] += in_selection
+            out.user.append(u)
+            out.split.append(SPLIT_ORDER.index(split))
+            out.position.append(p)
+            out.target.append(target)
+            out.cold.append(is_cold)
+            out.held_out.append(held_out)
+            out.selection.append(in_selection)
+            out.history.extend(history.tolist())
+            out.history_len.append(len(history))
+            out.candidates.extend(cands.tolist())
+            out.candidates_len.append(len(cands))
+            out.answer.extend(answer)
+            out.answer_len.append(len(answer))
+    return out
+
+
+# A domain with fewer interactions is drawn in one process: forking costs more.
+PARALLEL_INTERACTIONS = 20_000
+
+
+def _compact_examples(d: _Domain, lo: int, hi: int) -> _Part:
+    return _examples_of(d, lo, hi).compact()
+
+
+def _parts(d: _Domain, workers: int) -> list[_Part]:
+    """The examples of every user, in ``workers`` processes over runs of users of about
+    equal length (each example's draws are its own, so the split changes nothing)."""
+    n_users = len(d.users)
+    workers = workers if d.offsets[-1] >= PARALLEL_INTERACTIONS else 1
+    cuts = np.searchsorted(d.offsets, np.linspace(0, d.offsets[-1], workers + 1)[1:-1])
+    bounds = [0, *sorted(set(cuts.tolist()) - {0, n_users}), n_users]
+    with forked(_compact_examples, d, workers) as run:
+        return run(list(zip(bounds[:-1], bounds[1:], strict=True)))
 
 
 def build_examples(
@@ -234,15 +353,16 @@ def build_examples(
     items: pl.DataFrame,
     s: ExampleSettings,
     pooled_pairs: pl.DataFrame | pl.LazyFrame | None = None,
+    workers: int = 1,
 ) -> tuple[pl.DataFrame, dict]:
     """The examples of one domain and their summary. ``pooled_pairs`` (user, item): the
     pairs the pooled general set shows, for a target domain; a held-out example whose
-    (user, target) is among them is left out (module docstring)."""
+    (user, target) is among them is left out (module docstring). ``workers``: processes
+    drawing the examples (the same examples for any number)."""
     item_ids = items["item"].to_list()
     n_items = len(item_ids)
     code_of = {it: i for i, it in enumerate(item_ids)}
     cold = cold_items(item_ids, s)
-    warm = ~cold
     catalog = _Catalog(
         n=n_items,
         titles=items["title"].rank("dense").to_list(),
@@ -255,88 +375,44 @@ def build_examples(
     runs = interactions.group_by("user", maintain_order=True).agg(pl.len())
     users = runs["user"].to_list()
     offsets = _offsets(runs["len"].to_numpy())
-    warm_codes = warm[codes]
     in_pool = _pairs_in_pool(interactions, pooled_pairs) if s.role == "target" else set()
 
     if s.role == "target":
-        train_user, train_pos = _train_positions(users, offsets, warm_codes, s)
+        train_user, train_pos = _train_positions(users, offsets, ~cold[codes], s)
     else:  # general domains contribute their validation examples only, as the paper
         train_user, train_pos = np.array([], dtype=np.int64), np.array([], dtype=np.int64)
-    train_at = np.searchsorted(train_user, np.arange(len(users) + 1))
-
-    need = s.n_candidates - 1
-    selection = selection_users(users, s).tolist()
-    out = _Columns.empty()
-    counts = {"users_too_short": 0, "val_cold": 0, "test_cold": 0, "selection": 0}
-    skipped = {"val_pair_in_general_pool": 0, "test_pair_in_general_pool": 0}
-    # Cold held-out examples by how many warm items their list holds (split -> n -> count).
-    warm_in_cold = {"val": {}, "test": {}}
-    for u, user in enumerate(users):
-        seq = codes[offsets[u] : offsets[u + 1]]
-        n = len(seq)
-        if n < 3:
-            counts["users_too_short"] += 1
-            continue
-        interacted = set(seq.tolist())
-        plan = [("train", int(p)) for p in train_pos[train_at[u] : train_at[u + 1]]]
-        plan += [("val", n - 2), ("test", n - 1)] if s.role == "target" else [("val", n - 2)]
-        for split, p in plan:
-            target = int(seq[p])
-            is_cold = bool(cold[target])
-            held_out = split == "test" or (split == "val" and (is_cold or selection[u]))
-            if held_out and (user, item_ids[target]) in in_pool:
-                skipped[f"{split}_pair_in_general_pool"] += 1
-                continue
-            trained_on = not held_out
-            history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
-            history = history[-s.max_history :]
-            rng = example_rng(s, user, split, p)
-            try:
-                negatives = _draw_negatives(rng, target, trained_on, s, catalog, interacted, need)
-            except ValueError:
-                raise ValueError(
-                    f"domain {s.domain}: user {user} ({split} example at position {p}) has "
-                    f"fewer than {need} eligible negative items among {n_items}; lower "
-                    "data.n_candidates or add items"
-                ) from None
-            if held_out and is_cold:
-                n_warm = int(warm[negatives].sum())
-                warm_in_cold[split][n_warm] = warm_in_cold[split].get(n_warm, 0) + 1
-            cands = np.array([target, *negatives])
-            rng.shuffle(cands)
-            if s.answer == "target_plus_random":
-                noise = rng.choice(negatives, size=s.answer_size - 1, replace=False).tolist()
-                answer = [target, *noise]
-            else:
-                answer = [target]
-            counts[f"{split}_cold"] = counts.get(f"{split}_cold", 0) + is_cold
-            in_selection = split == "val" and selection[u]
-            counts["selection"] += in_selection
-            out.users.append(user)
-            out.splits.append(split)
-            out.positions.append(p)
-            out.targets.append(target)
-            out.colds.append(is_cold)
-            out.held_out.append(held_out)
-            out.selection.append(in_selection)
-            out.history.append(history)
-            out.candidates.append(cands)
-            out.answer.append(answer)
+    domain = _Domain(
+        s,
+        item_ids,
+        catalog,
+        cold,
+        codes,
+        offsets,
+        users,
+        train_pos,
+        np.searchsorted(train_user, np.arange(len(users) + 1)),
+        selection_users(users, s).tolist(),
+        in_pool,
+    )
+    parts = _parts(domain, workers)
+    col = {name: np.concatenate([getattr(p, name) for p in parts]) for name in COLUMNS}
+    counts = sum((p.counts for p in parts), Counter())
+    warm_in_cold = sum((p.warm_in_cold for p in parts), Counter())
 
     ids = pa.array(item_ids, type=pa.string())
     examples = pl.from_arrow(
         pa.table(
             {
-                "user": pa.array(out.users, type=pa.string()),
-                "split": pa.array(out.splits, type=pa.string()),
-                "position": pa.array(out.positions, type=pa.int32()),
-                "history": _id_lists(out.history, ids),
-                "target": ids.take(pa.array(out.targets, type=pa.int64())),
-                "candidates": _id_lists(out.candidates, ids),
-                "answer": _id_lists(out.answer, ids),
-                "cold": pa.array(out.colds, type=pa.bool_()),
-                "held_out": pa.array(out.held_out, type=pa.bool_()),
-                "selection": pa.array(out.selection, type=pa.bool_()),
+                "user": pa.array(users, type=pa.string()).take(col["user"]),
+                "split": pa.array(SPLIT_ORDER, type=pa.string()).take(col["split"]),
+                "position": pa.array(col["position"], type=pa.int32()),
+                "history": _id_lists(col["history"], col["history_len"], ids),
+                "target": ids.take(col["target"]),
+                "candidates": _id_lists(col["candidates"], col["candidates_len"], ids),
+                "answer": _id_lists(col["answer"], col["answer_len"], ids),
+                "cold": pa.array(col["cold"].astype(bool), type=pa.bool_()),
+                "held_out": pa.array(col["held_out"].astype(bool), type=pa.bool_()),
+                "selection": pa.array(col["selection"].astype(bool), type=pa.bool_()),
             }
         )
     )
@@ -353,7 +429,9 @@ def build_examples(
         "dropped": {"users_too_short": counts["users_too_short"]},
         # Held-out examples left out because the pooled general set shows their
         # (user, target) pair: the general adapter trained on it.
-        "skipped": skipped,
+        "skipped": {
+            f"{sp}_pair_in_general_pool": counts[f"skipped_{sp}"] for sp in ("val", "test")
+        },
         "cold_examples": {"val": counts["val_cold"], "test": counts["test_cold"]},
         # The selection users' validation examples: the set the fusion learning rate is
         # chosen on, which no adapter trains on.
@@ -362,7 +440,8 @@ def build_examples(
         # items were left; under "any", every warm negative (the novelty shortcut's size).
         "held_out_negatives": s.held_out_negatives,
         "cold_examples_by_warm_negatives": {
-            sp: {str(k): v for k, v in sorted(by.items())} for sp, by in warm_in_cold.items()
+            sp: {str(k): v for (x, k), v in sorted(warm_in_cold.items()) if x == sp}
+            for sp in ("val", "test")
         },
     }
     return examples, summary
@@ -390,24 +469,28 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return out
 
 
-def _id_lists(rows: list, ids: pa.Array) -> pa.Array:
-    offsets = _offsets(np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows)))
-    flat = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if rows else []
+def _id_lists(flat: np.ndarray, lengths: np.ndarray, ids: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(
-        pa.array(offsets, type=pa.int32()), ids.take(pa.array(flat, type=pa.int64()))
+        pa.array(_offsets(lengths), type=pa.int32()), ids.take(pa.array(flat, type=pa.int64()))
     )
 
 
 def run(
-    interactions_path, items_path, settings: ExampleSettings, out: dict, pooled_pairs_path=None
+    interactions_path,
+    items_path,
+    settings: ExampleSettings,
+    out: dict,
+    pooled_pairs_path=None,
+    workers: int = 1,
 ) -> dict:
     """The rule's entry point: write examples.parquet and its summary. ``pooled_pairs_path``:
-    the general pool's pairs file, for a target domain of a run that pools one."""
+    the general pool's pairs file, for a target domain of a run that pools one; ``workers``:
+    the job's processes."""
     from molorec.io.parquet import write_json, write_parquet
 
     pooled = pl.scan_parquet(pooled_pairs_path) if pooled_pairs_path else None
     examples, summary = build_examples(
-        pl.read_parquet(interactions_path), pl.read_parquet(items_path), settings, pooled
+        pl.read_parquet(interactions_path), pl.read_parquet(items_path), settings, pooled, workers
     )
     write_parquet(examples, out["examples"])
     write_json(summary, out["summary"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from molorec import parallel
 from molorec.io.formats import FORMATS
 from molorec.io.parquet import write_json, write_parquet
 from molorec.io.rawfile import FileAccount, RawInputError
@@ -112,11 +113,13 @@ def ingest_domain(
     return interactions, items, quality
 
 
-def run(domain: str, spec: dict, data: dict, out: dict) -> dict:
-    """The rule's entry point: write interactions.parquet, items.parquet and quality.json."""
-    interactions, items, quality = ingest_domain(
-        domain, spec, data["kcore"], data["max_malformed_fraction"]
-    )
+def run(domain: str, spec: dict, data: dict, out: dict, workers: int = 1) -> dict:
+    """The rule's entry point: write interactions.parquet, items.parquet and quality.json;
+    ``workers``: the job's processes (molorec.parallel)."""
+    with parallel.workers(workers):
+        interactions, items, quality = ingest_domain(
+            domain, spec, data["kcore"], data["max_malformed_fraction"]
+        )
     write_parquet(interactions, out["interactions"])
     write_parquet(items, out["items"])
     write_json(quality, out["quality"])

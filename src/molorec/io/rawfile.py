@@ -12,11 +12,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import repeat
 from pathlib import Path
 
 import polars as pl
 
+from molorec.parallel import WORKERS, forked
 from molorec.schema import defaults
 
 # The frames every format's reader returns: events (one per interaction, its file line
@@ -234,6 +234,26 @@ def truncation_error(account: FileAccount) -> RawInputError:
     )
 
 
+# Fewer lines to parse in a block than this are parsed here: a pool's round trip costs more.
+PARALLEL_LINES = 256
+PARSE_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError, RecursionError)
+
+
+def parsed_records(reader: tuple[Callable, Callable], lines: list[bytes]) -> list[tuple | str]:
+    """Each line's record, or the reason it has none (it does not parse, or extract says
+    why it is unusable)."""
+    parse, extract = reader
+    out: list[tuple | str] = []
+    for line in lines:
+        try:
+            value = parse(line)
+        except PARSE_ERRORS as exc:
+            out.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+            continue
+        out.append(extract(value))
+    return out
+
+
 def read_records(
     path: str | Path,
     parse: Callable[[bytes], object],
@@ -252,8 +272,9 @@ def read_records(
     parsing it, or None (cheap filters in front of an expensive parser). ``whole_block``, if
     given, may read a block of whole lines at once: it returns the block's records, one per
     line, only where every line is a usable record that parse and extract would give the
-    same way, and None otherwise (the block is then read line by line). Returns the records
-    with a ``line`` column (1-based line number) and the file's account.
+    same way, and None otherwise (the block is then read line by line). Lines are parsed in
+    up to molorec.parallel.WORKERS processes. Returns the records with a ``line`` column
+    (1-based line number) and the file's account.
     """
     account = FileAccount(str(path))
     names = list(schema)
@@ -269,37 +290,41 @@ def read_records(
         for col in columns:
             col.clear()
 
-    for first, block in iter_blocks(path, account):
-        if whole_block is not None and block.endswith(b"\n"):
-            records = whole_block(block)
-            if records is not None:
-                if columns[-1]:
+    workers = WORKERS.get()
+    with forked(parsed_records, (parse, extract), workers) as run:
+        for first, block in iter_blocks(path, account):
+            if whole_block is not None and block.endswith(b"\n"):
+                records = whole_block(block)
+                if records is not None:
+                    if columns[-1]:
+                        flush()
+                    lines = pl.int_range(first, first + records.height, dtype=pl.Int64, eager=True)
+                    frames.append(
+                        records.select(names).with_columns(lines.alias("line")).cast(full_schema)
+                    )
+                    continue
+            numbers, lines = block_lines(first, block, account)
+            if skip is not None:
+                reasons = skip(lines)
+                for reason, n in Counter(r for r in reasons if r is not None).items():
+                    account.drop(reason, n)
+                kept = [i for i, r in enumerate(reasons) if r is None]
+                numbers, lines = [numbers[i] for i in kept], [lines[i] for i in kept]
+            if len(lines) >= PARALLEL_LINES and workers > 1:
+                step = -(-len(lines) // (2 * workers))
+                chunks = [(lines[i : i + step],) for i in range(0, len(lines), step)]
+                results = [rec for part in run(chunks) for rec in part]
+            else:
+                results = parsed_records((parse, extract), lines)
+            for lineno, rec in zip(numbers, results, strict=True):
+                if isinstance(rec, str):
+                    account.unparsable(lineno, rec)
+                    continue
+                for col, v in zip(columns, rec, strict=False):  # the last column is the line
+                    col.append(v)
+                columns[-1].append(lineno)
+                if len(columns[-1]) >= FLUSH_RECORDS:
                     flush()
-                lines = pl.int_range(first, first + records.height, dtype=pl.Int64, eager=True)
-                frames.append(
-                    records.select(names).with_columns(lines.alias("line")).cast(full_schema)
-                )
-                continue
-        numbers, lines = block_lines(first, block, account)
-        reasons = skip(lines) if skip is not None else repeat(None)
-        for lineno, line, reason in zip(numbers, lines, reasons, strict=False):
-            if reason is not None:
-                account.drop(reason)
-                continue
-            try:
-                value = parse(line)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-                account.unparsable(lineno, f"{type(exc).__name__}: {str(exc)[:120]}")
-                continue
-            rec = extract(value)
-            if isinstance(rec, str):
-                account.unparsable(lineno, rec)
-                continue
-            for col, v in zip(columns, rec, strict=False):  # the last column is the line
-                col.append(v)
-            columns[-1].append(lineno)
-            if len(columns[-1]) >= FLUSH_RECORDS:
-                flush()
     flush()
     if account.truncated and on_truncated != "keep":
         raise truncation_error(account)

@@ -57,11 +57,17 @@ class DataStage:
 
 
 def data_stage(
-    spec: dict, out: Path, domain: str, role: str = "target", seed: int = SEED, **settings
+    spec: dict,
+    out: Path,
+    domain: str,
+    role: str = "target",
+    seed: int = SEED,
+    workers: int = 1,
+    **settings,
 ) -> DataStage:
     """Ingest, examples and instructions of one domain under ``out``, as config.yaml's
     defaults say, with ``settings`` (data keys: kcore, max_malformed_fraction,
-    domain_train_samples, ...) over them."""
+    domain_train_samples, ...) over them; ``workers``: the jobs' processes."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = defaults("data") | settings
@@ -74,12 +80,14 @@ def data_stage(
     }
     stage = DataStage(paths)
     t = time.perf_counter()
-    stage.quality = ingest.run(domain, spec, data, paths)
+    stage.quality = ingest.run(domain, spec, data, paths, workers)
     stage.seconds["ingest_s"] = time.perf_counter() - t
     t = time.perf_counter()
     config = {"seed": seed, "data": data, "domains": {domain: {"role": role}}}
     settings_of = example_settings(config, domain)
-    stage.summary = examples.run(paths["interactions"], paths["items"], settings_of, paths)
+    stage.summary = examples.run(
+        paths["interactions"], paths["items"], settings_of, paths, workers=workers
+    )
     stage.seconds["examples_s"] = time.perf_counter() - t
     t = time.perf_counter()
     stage.instructions = write_instructions(
