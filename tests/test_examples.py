@@ -498,3 +498,39 @@ def test_examples_drawn_in_forked_workers_equal_those_of_one_process(tmp_path, m
     assert len(children) >= 2 and str(os.getpid()) not in children
     assert three.equals(one)
     assert three_summary == one_summary
+
+
+def test_batched_streams_are_numpy_s_own_seeded_generators():
+    """Streams re-seeds one generator per key: each must draw what
+    np.random.Generator(np.random.PCG64(key)) draws, for keys of every size, and
+    example_keys must give stable_hash's keys."""
+    import numpy as np
+
+    from molorec.data.examples import example_keys, stable_hash
+    from molorec.data.streams import Streams
+
+    rng = np.random.default_rng(0)
+    keys = np.concatenate(
+        [
+            rng.integers(0, 2**63, size=300, dtype=np.uint64) * np.uint64(2) + np.uint64(1),
+            np.array([0, 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1], dtype=np.uint64),
+        ]
+    )
+    streams = Streams(keys)
+    for i in [*range(len(keys)), 7, 3]:  # out of order: nothing carries over
+        ours = streams[i]
+        theirs = np.random.Generator(np.random.PCG64(int(keys[i])))
+        assert ours.integers(0, 1000, size=5).tolist() == theirs.integers(0, 1000, size=5).tolist()
+        assert (
+            ours.choice(29, size=4, replace=False).tolist()
+            == theirs.choice(29, size=4, replace=False).tolist()
+        )
+        a, b = np.arange(30), np.arange(30)
+        ours.shuffle(a)
+        theirs.shuffle(b)
+        assert a.tolist() == b.tolist()
+    s = settings_for()
+    examples = [("U1", "train", 3), ("Ü\u00e9 x", "val", 12), ("", "test", 0)]
+    assert example_keys(s, examples).tolist() == [
+        stable_hash(s.seed, s.domain, *ex) for ex in examples
+    ]

@@ -42,29 +42,42 @@ def workers(n: int) -> Iterator[None]:
         WORKERS.reset(token)
 
 
-@contextmanager
-def forked(func: Callable, shared: object, n: int) -> Iterator[Callable[[list], list]]:
-    """Yields ``run(jobs) -> [func(shared, *job) for job in jobs]``, over ``n`` forked
-    processes when that is possible and more than one job is given, else here. The pool
-    is forked at the first such call, so a caller that never needs it never forks."""
-    pool = None
+class Forked:
+    """``func(shared, *job)`` for lists of jobs, in forked processes where possible."""
 
-    def run(jobs: list[tuple]) -> list:
-        nonlocal pool
-        if n <= 1 or len(jobs) <= 1 or not can_fork():
-            return [func(shared, *job) for job in jobs]
-        if pool is None:
+    def __init__(self, func: Callable, shared: object, n: int):
+        self.func, self.shared, self.n = func, shared, n
+        self.pool = None
+
+    def submit(self, jobs: list[tuple]) -> Callable[[], list]:
+        """Start the jobs; returns what gives their results, in order. Forks the pool at
+        the first call with more than one job, so a caller that never needs it never
+        forks; with one process the jobs run when their results are asked for."""
+        if self.n <= 1 or len(jobs) <= 1 or not can_fork():
+            return lambda: [self.func(self.shared, *job) for job in jobs]
+        if self.pool is None:
             global _FORKED
-            _FORKED = (func, shared)
+            _FORKED = (self.func, self.shared)
             try:
-                pool = mp.get_context("fork").Pool(n)
+                self.pool = mp.get_context("fork").Pool(self.n)
             finally:
                 _FORKED = None
-        return pool.map(_call, jobs)
+        return self.pool.map_async(_call, jobs).get
 
+    def map(self, jobs: list[tuple]) -> list:
+        return self.submit(jobs)()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
+@contextmanager
+def forked(func: Callable, shared: object, n: int) -> Iterator[Forked]:
+    """A Forked over ``n`` processes, its pool closed at the end."""
+    pool = Forked(func, shared, n)
     try:
-        yield run
+        yield pool
     finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+        pool.close()

@@ -45,6 +45,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from molorec.data.streams import Streams
 from molorec.parallel import forked
 from molorec.settings import ExampleSettings
 
@@ -61,6 +62,18 @@ def example_rng(s: ExampleSettings, user: str, split: str, position: int) -> np.
     return np.random.Generator(
         np.random.PCG64(stable_hash(s.seed, s.domain, user, split, position))
     )
+
+
+def example_keys(s: ExampleSettings, examples: list[tuple[str, str, int]]) -> np.ndarray:
+    """stable_hash(s.seed, s.domain, user, split, position) of each (user, split, position):
+    the seeds of example_rng, the text built once per example instead of joined from parts."""
+    prefix = f"{s.seed}\x1f{s.domain}\x1f"
+    blake = hashlib.blake2b
+    digests = b"".join(
+        blake(f"{prefix}{user}\x1f{split}\x1f{position}".encode(), digest_size=8).digest()
+        for user, split, position in examples
+    )
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
 def unit_hash(*parts: object) -> float:
@@ -106,13 +119,8 @@ def _train_positions(
     ok = warm[starts + pos] & (warm_before[starts + pos] - warm_before[starts] > 0)
     user_idx, pos = user_idx[ok], pos[ok]
     if len(pos) > s.domain_train_samples:
-        keys = np.array(
-            [
-                stable_hash(s.seed, s.domain, users[u], "train", p)
-                for u, p in zip(user_idx, pos, strict=True)
-            ],
-            dtype=np.uint64,
-        )
+        train = zip(user_idx.tolist(), pos.tolist(), strict=True)
+        keys = example_keys(s, [(users[u], "train", p) for u, p in train])
         take = np.sort(np.argsort(keys, kind="stable")[: s.domain_train_samples])
         user_idx, pos = user_idx[take], pos[take]
     return user_idx, pos
@@ -270,17 +278,24 @@ def _examples_of(d: _Domain, lo: int, hi: int) -> _Part:
     warm = ~cold
     need = s.n_candidates - 1
     out = _Part()
+    plans = []
     for u in range(lo, hi):
-        user = d.users[u]
-        seq = d.codes[d.offsets[u] : d.offsets[u + 1]]
-        n = len(seq)
+        n = int(d.offsets[u + 1] - d.offsets[u])
         if n < 3:
             out.counts["users_too_short"] += 1
             continue
-        interacted = set(seq.tolist())
-        plan = [("train", int(p)) for p in d.train_pos[d.train_at[u] : d.train_at[u + 1]]]
+        plan = [("train", p) for p in d.train_pos[d.train_at[u] : d.train_at[u + 1]].tolist()]
         plan += [("val", n - 2), ("test", n - 1)] if s.role == "target" else [("val", n - 2)]
+        plans.append((u, plan))
+    # Each example's generator, as example_rng seeds it, for all of them at once.
+    streams = Streams(example_keys(s, [(d.users[u], *ex) for u, plan in plans for ex in plan]))
+    i = -1
+    for u, plan in plans:
+        user = d.users[u]
+        seq = d.codes[d.offsets[u] : d.offsets[u + 1]]
+        interacted = set(seq.tolist())
         for split, p in plan:
+            i += 1
             target = int(seq[p])
             is_cold = bool(cold[target])
             held_out = split == "test" or (split == "val" and (is_cold or d.selection[u]))
@@ -290,7 +305,7 @@ def _examples_of(d: _Domain, lo: int, hi: int) -> _Part:
             trained_on = not held_out
             history = seq[:p][warm[seq[:p]]] if trained_on else seq[:p]
             history = history[-s.max_history :]
-            rng = example_rng(s, user, split, p)
+            rng = streams[i]
             try:
                 negatives = _draw_negatives(rng, target, trained_on, s, catalog, interacted, need)
             except ValueError:
@@ -344,8 +359,8 @@ def _parts(d: _Domain, workers: int) -> list[_Part]:
     workers = workers if d.offsets[-1] >= PARALLEL_INTERACTIONS else 1
     cuts = np.searchsorted(d.offsets, np.linspace(0, d.offsets[-1], workers + 1)[1:-1])
     bounds = [0, *sorted(set(cuts.tolist()) - {0, n_users}), n_users]
-    with forked(_compact_examples, d, workers) as run:
-        return run(list(zip(bounds[:-1], bounds[1:], strict=True)))
+    with forked(_compact_examples, d, workers) as pool:
+        return pool.map(list(zip(bounds[:-1], bounds[1:], strict=True)))
 
 
 def build_examples(

@@ -290,41 +290,50 @@ def read_records(
         for col in columns:
             col.clear()
 
-    workers = WORKERS.get()
-    with forked(parsed_records, (parse, extract), workers) as run:
+    def prepared(first: int, block: bytes, pool) -> tuple:
+        """A block's records, or its line numbers and what gives their parse (started)."""
+        if whole_block is not None and block.endswith(b"\n"):
+            records = whole_block(block)
+            if records is not None:
+                lines = pl.int_range(first, first + records.height, dtype=pl.Int64, eager=True)
+                return records.select(names).with_columns(lines.alias("line")), None
+        numbers, lines = block_lines(first, block, account)
+        if skip is not None:
+            reasons = skip(lines)
+            for reason, n in Counter(r for r in reasons if r is not None).items():
+                account.drop(reason, n)
+            kept = [i for i, r in enumerate(reasons) if r is None]
+            numbers, lines = [numbers[i] for i in kept], [lines[i] for i in kept]
+        # Fewer lines than PARALLEL_LINES are one job, parsed here when collected.
+        step = len(lines) if len(lines) < PARALLEL_LINES else -(-len(lines) // (2 * pool.n))
+        parts = pool.submit([(lines[i : i + step],) for i in range(0, len(lines), step or 1)])
+        return numbers, lambda: [rec for part in parts() for rec in part]
+
+    def collect(numbers, results) -> None:
+        if results is None:  # a whole block's records
+            if columns[-1]:
+                flush()
+            frames.append(numbers.cast(full_schema))
+            return
+        for lineno, rec in zip(numbers, results(), strict=True):
+            if isinstance(rec, str):
+                account.unparsable(lineno, rec)
+                continue
+            for col, v in zip(columns, rec, strict=False):  # the last column is the line
+                col.append(v)
+            columns[-1].append(lineno)
+            if len(columns[-1]) >= FLUSH_RECORDS:
+                flush()
+
+    # One block is parsed while the next is read: its lines in the workers, if any.
+    with forked(parsed_records, (parse, extract), WORKERS.get()) as pool:
+        pending = None
         for first, block in iter_blocks(path, account):
-            if whole_block is not None and block.endswith(b"\n"):
-                records = whole_block(block)
-                if records is not None:
-                    if columns[-1]:
-                        flush()
-                    lines = pl.int_range(first, first + records.height, dtype=pl.Int64, eager=True)
-                    frames.append(
-                        records.select(names).with_columns(lines.alias("line")).cast(full_schema)
-                    )
-                    continue
-            numbers, lines = block_lines(first, block, account)
-            if skip is not None:
-                reasons = skip(lines)
-                for reason, n in Counter(r for r in reasons if r is not None).items():
-                    account.drop(reason, n)
-                kept = [i for i, r in enumerate(reasons) if r is None]
-                numbers, lines = [numbers[i] for i in kept], [lines[i] for i in kept]
-            if len(lines) >= PARALLEL_LINES and workers > 1:
-                step = -(-len(lines) // (2 * workers))
-                chunks = [(lines[i : i + step],) for i in range(0, len(lines), step)]
-                results = [rec for part in run(chunks) for rec in part]
-            else:
-                results = parsed_records((parse, extract), lines)
-            for lineno, rec in zip(numbers, results, strict=True):
-                if isinstance(rec, str):
-                    account.unparsable(lineno, rec)
-                    continue
-                for col, v in zip(columns, rec, strict=False):  # the last column is the line
-                    col.append(v)
-                columns[-1].append(lineno)
-                if len(columns[-1]) >= FLUSH_RECORDS:
-                    flush()
+            ready, pending = pending, prepared(first, block, pool)
+            if ready is not None:
+                collect(*ready)
+        if pending is not None:
+            collect(*pending)
     flush()
     if account.truncated and on_truncated != "keep":
         raise truncation_error(account)
