@@ -72,6 +72,8 @@ def run_stage(reviews: Path, meta: Path, out: Path, compare_meta: bool) -> dict:
         "instructions": stage.instructions,
         "workers": workers,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # The largest of the forked workers (each shares the parent's pages until written).
+        "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
 
@@ -142,7 +144,8 @@ def main() -> None:
             f"[{name}] median of {len(runs)} ({totals} s), {r['workers']} workers: "
             f"ingest {r['ingest_s']:.2f} s | examples {r['examples_s']:.2f} s | "
             f"instructions {r['instructions_s']:.2f} s | total {r['total_s']:.2f} s | "
-            f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GB",
+            f"peak RSS {r['peak_rss_mb'] / 1024:.2f} GB, of a worker "
+            f"{r['worker_rss_mb'] / 1024:.2f} GB",
             flush=True,
         )
         if name == "beauty" and not args.no_reference:
