@@ -100,6 +100,7 @@ def main() -> None:
 
     from molorec.dropout import use_sparse_dropout
     from molorec.evaluate import scenario_examples
+    from molorec.fused_lora import use_fused_lora
     from molorec.model import load_base, model_dtype
     from molorec.predict import candidate_ids, prompt_ids, rank_batch
     from molorec.schema import defaults
@@ -117,6 +118,7 @@ def main() -> None:
     torch.manual_seed(s.seed)
     model = get_peft_model(model, lora_config(s))
     use_sparse_dropout(model)
+    use_fused_lora(model)  # as molorec.train does on a CPU
     model.train()
     encoded, _ = encode(tokenizer, pl.read_parquet(data)["messages"].to_list(), s.max_length)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -6,7 +6,8 @@ Two things make it fast on a 152k-token vocabulary: the language-model head runs
 answer positions (the prompt's logits would be most of the memory and time, and the loss
 never reads them), and each optimizer step's examples are grouped by length before they
 are cut into micro-batches, which keeps padding small. On a CPU, LoRA's input dropout
-draws only the positions it drops (molorec.dropout).
+draws only the positions it drops (molorec.dropout), and LoRA's scaling and add run inside
+its B product (molorec.fused_lora).
 
 Data parallelism: every process knows the whole step plan (it is a pure function of the
 seed), runs its share of the step's micro-batches, and the LoRA gradients are summed
@@ -316,6 +317,7 @@ def train(
     from transformers import get_cosine_schedule_with_warmup
 
     from molorec.dropout import use_sparse_dropout
+    from molorec.fused_lora import use_fused_lora
     from molorec.model import load_base, model_dtype
 
     rank, world, device = init_processes()
@@ -331,6 +333,7 @@ def train(
     model = get_peft_model(model, lora_config(s))
     if device.type == "cpu":
         use_sparse_dropout(model)  # torch's CPU dropout draws a number per element
+        use_fused_lora(model)  # LoRA's scaling and add inside its B product
     model.train()
 
     rows = training_rows(pl.concat([pl.read_parquet(p) for p in data_files]), s.max_rows)
