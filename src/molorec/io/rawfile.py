@@ -290,13 +290,15 @@ def read_records(
         for col in columns:
             col.clear()
 
-    def prepared(first: int, block: bytes, pool) -> tuple:
-        """A block's records, or its line numbers and what gives their parse (started)."""
+    def prepared(first: int, block: bytes, pool) -> tuple[list[int] | None, Callable]:
+        """(the numbers of a block's lines to parse, what gives their records, started), or
+        (None, what gives the records of a block read whole)."""
         if whole_block is not None and block.endswith(b"\n"):
             records = whole_block(block)
             if records is not None:
                 lines = pl.int_range(first, first + records.height, dtype=pl.Int64, eager=True)
-                return records.select(names).with_columns(lines.alias("line")), None
+                frame = records.select(names).with_columns(lines.alias("line"))
+                return None, lambda: frame.cast(full_schema)
         numbers, lines = block_lines(first, block, account)
         if skip is not None:
             reasons = skip(lines)
@@ -309,13 +311,13 @@ def read_records(
         parts = pool.submit([(lines[i : i + step],) for i in range(0, len(lines), step or 1)])
         return numbers, lambda: [rec for part in parts() for rec in part]
 
-    def collect(numbers, results) -> None:
-        if results is None:  # a whole block's records
+    def collect(numbers: list[int] | None, records: Callable) -> None:
+        if numbers is None:
             if columns[-1]:
                 flush()
-            frames.append(numbers.cast(full_schema))
+            frames.append(records())
             return
-        for lineno, rec in zip(numbers, results(), strict=True):
+        for lineno, rec in zip(numbers, records(), strict=True):
             if isinstance(rec, str):
                 account.unparsable(lineno, rec)
                 continue
