@@ -88,3 +88,16 @@ def test_cpu_training_uses_it_and_saves_peft_s_adapter(tiny, tmp_path):
     forwards = {m.forward.__func__ for m in model.modules() if hasattr(m, "lora_A") and m.lora_A}
     assert forwards == {fused_forward}
     assert PeftConfig.from_pretrained(out).r == s.lora_r
+
+
+def test_a_bf16_model_with_its_float32_adapter_outside_autocast_gives_peft_s_logits(tiny, batch):
+    """Where the trained model is used without autocast (evaluation of a bf16 model), peft
+    casts the input to the adapter's float32 and adds in float32: so does the fused path."""
+    model, _ = lora_model(tiny, torch.bfloat16)
+    ids = batch["input_ids"][:2, :40]
+    with torch.no_grad():
+        theirs = model(input_ids=ids).logits
+        use_fused_lora(model)
+        ours = model(input_ids=ids).logits
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=1e-2, atol=2e-2)
