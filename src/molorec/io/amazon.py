@@ -70,6 +70,11 @@ ASCII_ID = r"^[\x20-\x7e]+$"
 MAX_TS = (2**63 - 1) // 1000
 
 
+def usable_time(layout: Layout, ts: int | None) -> bool:
+    """A time that is there, not negative, and fits epoch milliseconds in an int64."""
+    return ts is not None and 0 <= ts <= MAX_TS // layout.ms_per_unit
+
+
 def review_extractor(layout: Layout):
     def extract(rec: object) -> tuple | str:
         if not isinstance(rec, dict):
@@ -83,7 +88,7 @@ def review_extractor(layout: Layout):
             return f"no usable {layout.user}"
         if not _is_id(item):
             return f"no usable {layout.item}"
-        if ts is None or not 0 <= ts <= MAX_TS // layout.ms_per_unit:
+        if not usable_time(layout, ts):
             return f"no usable {layout.time}"
         # A missing or odd rating is no reason to drop the review: only min_rating reads it.
         rating = rec.get(layout.rating)
@@ -139,20 +144,23 @@ def review_block_reader(layout: Layout):
             return None
         if len(rows) != block.count(b"\n"):
             return None
-        users = [r.__getattribute__(layout.user) for r in rows]
-        items = [r.__getattribute__(layout.item) for r in rows]
+
+        def column(field: str) -> list:
+            return [getattr(r, field) for r in rows]
+
+        items = column(layout.item)
         if layout.item_fallback:
-            fallback = [r.__getattribute__(layout.item_fallback) for r in rows]
+            fallback = column(layout.item_fallback)
             items = [f if i is None else i for i, f in zip(items, fallback, strict=True)]
-        times = [r.__getattribute__(layout.time) for r in rows]
-        if not all(t is not None and 0 <= t <= MAX_TS // layout.ms_per_unit for t in times):
+        times = column(layout.time)
+        if not all(usable_time(layout, t) for t in times):
             return None
         records = pl.DataFrame(
             {
-                "user": users,
+                "user": column(layout.user),
                 "item": items,
                 "ts_ms": times,
-                "rating": [r.__getattribute__(layout.rating) for r in rows],
+                "rating": column(layout.rating),
             },
             schema=RATED_EVENT_SCHEMA,
         )
