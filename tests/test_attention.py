@@ -197,3 +197,13 @@ def test_rank_scores_equal_sdpa_in_float32(tiny, tokenizer):
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
         assert torch.equal(a.argsort(descending=True), b.argsort(descending=True))
+
+
+def test_a_mask_changed_in_place_is_read_again():
+    """The blocks of the last mask are reused while the same, unchanged mask comes back
+    (every layer of a forward pass); a mask edited in place is read again."""
+    q, k, v = inputs(b=2, q_len=60, kv_len=60)
+    mask = padding_mask([60, 60], 60)
+    assert_same(q, k, v, mask)
+    mask[1, ..., 40:] = False  # example 1 now ends at 40
+    assert_same(q, k, v, mask)

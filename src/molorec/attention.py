@@ -126,13 +126,15 @@ def blocked_attention(q, k, v, mask=None, scale: float | None = None) -> torch.T
     return out if blank is None else out.masked_fill(blank, 0.0)
 
 
-_last: list = [None, None]  # the last mask (compared by identity) and its blocks
+# The last mask and its blocks. The mask is kept alive here, so identity cannot be a new
+# tensor's; its version counter tells an in-place change.
+_last: list = [None, None]
 
 
 def _blocks(mask, q_len: int, kv_len: int, dtype):
     """The spans, biases and queries that see nothing (None if none) of a mask. Every layer
     of a forward pass gets the same mask object: it is read once, not once per layer."""
-    key = (q_len, kv_len, dtype)
+    key = (q_len, kv_len, dtype, None if mask is None else mask._version)
     if _last[0] is not None and _last[0][0] is mask and _last[0][1] == key:
         return _last[1]
     if mask is None:
