@@ -7,17 +7,20 @@ import pytest
 import torch
 from chat_data import instructions
 
+from molorec.dropout import use_sparse_dropout
 from molorec.fused_lora import use_fused_lora
 from molorec.model import load_base
 from molorec.train import TrainSettings, answer_loss, collate, encode, lora_config, train
 
 
-def lora_model(tiny, dtype):
+def lora_model(tiny, dtype, dropout=0.0):
     from peft import get_peft_model
 
     model, tokenizer = load_base(tiny, dtype=dtype)
     torch.manual_seed(0)
-    model = get_peft_model(model, lora_config(TrainSettings(lora_dropout=0.0)))
+    model = get_peft_model(model, lora_config(TrainSettings(lora_dropout=dropout)))
+    if dropout:
+        use_sparse_dropout(model)
     with torch.no_grad():  # B nonzero, so the LoRA path carries value and gradient
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -29,6 +32,7 @@ def loss_and_grads(model, batch, bf16):
     from peft.helpers import disable_input_dtype_casting
 
     model.zero_grad()
+    torch.manual_seed(7)  # the dropout masks: drawn from torch's generator on both paths
     with disable_input_dtype_casting(model, active=bf16):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss, n = answer_loss(model, batch)
@@ -44,10 +48,14 @@ def batch(tiny, tokenizer, tmp_path_factory):
     return collate(examples, tokenizer.pad_token_id, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_forward_gives_peft_s_loss_and_lora_gradients(tiny, batch, dtype):
+def test_fused_forward_gives_peft_s_loss_and_lora_gradients(tiny, batch, dtype, dropout):
+    """Without dropout and with it: the same masks (from torch's generator) give peft's
+    loss and LoRA gradients, where ours subtracts the dropped elements and peft's zeroes
+    them in a copy of the input."""
     bf16 = dtype == torch.bfloat16
-    model, _ = lora_model(tiny, dtype)
+    model, _ = lora_model(tiny, dtype, dropout)
     ref_loss, ref = loss_and_grads(model, batch, bf16)
     assert (
         use_fused_lora(model)

@@ -52,11 +52,15 @@ class SparseDropout(torch.nn.Module):
             raise ValueError(f"lora_dropout {p}: SparseDropout needs 0 < p < 1")
         self.p = p
 
+    def draw(self, n: int) -> torch.Tensor:
+        """The flat positions dropped from an input of ``n`` elements, as int64."""
+        seed = int(torch.randint(0, 2**63 - 1, ()))
+        return torch.from_numpy(dropped_positions(n, self.p, seed))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
-        seed = int(torch.randint(0, 2**63 - 1, ()))
-        dropped = torch.from_numpy(dropped_positions(x.numel(), self.p, seed))
+        dropped = self.draw(x.numel())
         out = x.mul(1.0 / (1.0 - self.p)).contiguous()
         out.view(-1).index_fill_(0, dropped, 0)
         return out
