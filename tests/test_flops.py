@@ -62,3 +62,17 @@ def test_a_config_without_a_gated_mlp_is_refused():
 
     with pytest.raises(ValueError, match="GPT2Config.*intermediate_size"):
         Shapes.of(GPT2Config())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_without_native_bf16_gets_no_bf16_rate(monkeypatch, native):
+    """Emulated bf16 runs at about 1 GFLOP/s: a share of it would say nothing, and no
+    stage runs in it there (precision auto is fp32)."""
+    from molorec import model
+    from molorec.flops import gemm_rates
+
+    monkeypatch.setattr(model, "native_cpu_bf16", lambda: native)
+    shapes = Shapes(hidden=32, attention=32, kv=16, intermediate=64, layers=2, vocab=100)
+    rates = gemm_rates(shapes, rows=8)
+    assert list(rates) == (["bf16", "fp32"] if native else ["fp32"])
+    assert all(r > 0 for r in rates.values())

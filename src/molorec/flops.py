@@ -143,10 +143,14 @@ def rank_flops(s: Shapes, prompt: int, candidates: list[int]) -> float:
 
 
 def gemm_rates(s: Shapes, rows: int, device: str = "cpu") -> dict[str, float]:
-    """:func:`gemm_rate` in bf16 and in fp32, the two precisions a stage runs in."""
+    """:func:`gemm_rate` in bf16 and in fp32, the two precisions a stage runs in. On a CPU
+    without native bf16 only fp32: bf16 is emulated there (about 1 GFLOP/s), no stage runs
+    in it, and a share of that rate would say nothing."""
     import torch
 
-    return {
-        name: gemm_rate(s, dtype, rows=rows, device=device)
-        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
-    }
+    from molorec.model import native_cpu_bf16
+
+    precisions = [("fp32", torch.float32)]
+    if device != "cpu" or native_cpu_bf16():
+        precisions.insert(0, ("bf16", torch.bfloat16))
+    return {name: gemm_rate(s, dtype, rows=rows, device=device) for name, dtype in precisions}
