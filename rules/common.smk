@@ -23,12 +23,15 @@ from molorec.plan import (
     merge_dir,
     merge_grid,
     merge_methods,
+    general_dir,
     replicate_root,
     replicate_seed,
     replicates,
     lr_variants,
     report_variants,
     run_variants,
+    shared_variants,
+    trains_general,
     uniform_dir,
     variant_adapter,
     variant_dir,
@@ -139,7 +142,6 @@ def gguf_input(wildcards):
 
 # The general adapter: trained here from the general domains, or built elsewhere and shared.
 SHARED_GENERAL = config.get("general_adapter")
-GENERAL_ADAPTER = SHARED_GENERAL or adapter_dir("general")
 TRAIN_GENERAL = bool(GENERAL_DOMAINS)
 HAS_GENERAL = TRAIN_GENERAL or bool(SHARED_GENERAL)
 
@@ -163,8 +165,8 @@ def seed_of(wildcards):
 
 
 def general_of(wildcards):
-    """The general adapter a replicate mixes: its own where it is trained here."""
-    return SHARED_GENERAL or adapter_dir("general", root_of(wildcards))
+    """The general adapter a replicate mixes (molorec.plan.general_dir)."""
+    return general_dir(config, replicate_of(wildcards))
 
 
 def domain_adapter_of(wildcards):
@@ -230,12 +232,11 @@ REPLICATE_SELECTED_DIR = variant_dir(
 )
 
 
-def run_adapter(domain, scenario, variant, root):
+def run_adapter(domain, scenario, variant, general, root):
     """The input an LLM variant's adapter comes from: a fused lr is a folder inside its
     fusion job's output, so the job's output is the input."""
     if variant.startswith("lr"):
         return fusion_dir(domain, scenario, root)
-    general = SHARED_GENERAL or adapter_dir("general", root)
     return variant_adapter(domain, scenario, variant, general, root)
 
 
@@ -259,7 +260,9 @@ def eval_inputs(wildcards):
         wildcards.split,
         root_of(wildcards),
     )
-    adapters = [run_adapter(d, sc, v, root) for v in run_variants(config, sc, sp)]
+    r, general = replicate_of(wildcards), general_of(wildcards)
+    variants = run_variants(config, sc, sp, r)
+    adapters = [run_adapter(d, sc, v, general, root) for v in variants]
     return eval_data_inputs(d) | {
         "adapters": list(dict.fromkeys(a for a in adapters if a is not None)),
     }
@@ -276,7 +279,7 @@ def eval_jobs(wildcards):
     general = general_of(wildcards)
     return [
         [v, variant_adapter(d, sc, v, general, root), variant_dir(d, sc, v, sp, root)]
-        for v in run_variants(config, sc, sp)
+        for v in run_variants(config, sc, sp, replicate_of(wildcards))
     ]
 
 
@@ -414,8 +417,11 @@ def fusions():
 
 def adapters():
     """Every adapter trained here, in every replicate."""
-    names = (["general"] if TRAIN_GENERAL else []) + TARGET_DOMAINS
-    return [adapter_dir(a, replicate_root(r)) for r in REPLICATES for a in names]
+    return [
+        adapter_dir(a, replicate_root(r))
+        for r in REPLICATES
+        for a in (["general"] if trains_general(config, r) else []) + TARGET_DOMAINS
+    ]
 
 
 def model_benchmarks(name, replicate):
@@ -453,7 +459,11 @@ def benchmarks():
     if GRID_VARIANTS:
         model += ["evaluate_grid", "evaluate_selected"]
     files += [
-        f for r in REPLICATES for name in model for f in model_benchmarks(name, r)
+        f
+        for r in REPLICATES
+        for name in model
+        if name != "train_general_adapter" or trains_general(config, r)
+        for f in model_benchmarks(name, r)
     ]
     if config["evaluate"]["baselines"]:
         files += expand(

@@ -135,6 +135,7 @@ rule report:
         alpha=config["report"]["alpha"],
         adjust=config["report"]["adjust"],
         replicates=REPLICATES,
+        shared=shared_variants(config),
     script:
         "../workflow/scripts/report.py"
 

@@ -1,6 +1,6 @@
 """In which regime does mixing help? The sample with the real embedded model
 (SmolLM2-135M-Instruct), one target domain (Beauty), a 2 x 2 grid of training regimes, each
-with 3 replicates (training and fusion seeds seed + r; the data and candidates fixed):
+with 3 replicates (the data and candidates fixed):
 
     general adapter   default: the quick start's 8 steps of 8 (8% of an epoch of the 821
                       pooled general examples) | strong: every general domain, one full
@@ -11,9 +11,18 @@ with 3 replicates (training and fusion seeds seed + r; the data and candidates f
 
 Every other setting is the quick start's (config.yaml), plus the global mixing weight
 chosen on validation (merge_cat over merges.weights): nothing here was chosen by its outcome.
+
+A replicate trains its domain adapter and mixes with the seeds seed + r; the general
+adapter of a cell is trained once and shared by its replicates (replicates_share_general),
+as the method shares one general adapter across domains. A strong general adapter per
+replicate would be 309 training steps alone; shared, the study trains 215 steps in all.
+The replicates' spread therefore leaves out the general adapter's training seed.
+
 The cells share their work the way the pipeline does: each cell is a copy of an earlier
-cell's folder with one training setting changed, so Snakemake reruns only that adapter and
-what depends on it (the data stage runs once).
+cell's folder with one adapter's setting changed, so Snakemake reruns only that adapter and
+what depends on it (the data stage runs once, each regime's domain adapters are trained
+once, and the default general adapter's 8 steps twice). A cell none of whose sources was
+run (--cells) starts from scratch.
 
 It prints one table: per cell and scenario, HR@1 and NDCG@3 of general, domain, uniform,
 molorec, the best validation-chosen merge and the baselines, each the mean over the 3
@@ -40,6 +49,7 @@ import yaml
 from which_variant_recommends_best import summary_section, table_display
 
 from molorec.metrics import bootstrap_ci
+from molorec.plan import replicates, shared_variants
 from molorec.report import replicate_mean
 from molorec.sample.prepare import REPO, pipeline_workdir
 
@@ -47,25 +57,27 @@ TARGET = "beauty"
 GENERAL = {"default": {}, "strong": {"max_steps": 0, "epochs": 1}}
 DOMAIN = {"default": {}, "scarce": {"max_rows": 40}}
 # The paper's regime (a strong general adapter) first; each later cell copies the folder of
-# the cell that differs from it in one adapter only.
+# the first cell run that differs from it in one adapter (the general adapter preferred: it
+# is cheap to train again), and starts from scratch where none of them was run.
 CELLS = (
-    ("strong", "default", None),
-    ("strong", "scarce", ("strong", "default")),
-    ("default", "default", ("strong", "default")),
-    ("default", "scarce", ("default", "default")),
+    ("strong", "default", ()),
+    ("strong", "scarce", (("strong", "default"),)),
+    ("default", "default", (("strong", "default"),)),
+    ("default", "scarce", (("strong", "scarce"), ("default", "default"))),
 )
 SHOWN = ("general", "domain", "uniform", "molorec", "best merge", "content", "pop", "random")
 COLD_SHOWN = ("novelty",)  # the cold list's shortcut baseline
 
 
-def cell_config(general: str, domain: str, replicates: int) -> dict:
+def cell_config(general: str, domain: str, n_replicates: int) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["domains"] = {
         name: spec
         for name, spec in config["domains"].items()
         if spec["role"] == "general" or name == TARGET
     }
-    config["replicates"] = replicates
+    config["replicates"] = n_replicates
+    config["replicates_share_general"] = True
     config["merges"] = {"methods": ["cat"]}  # the global weight, chosen on validation
     config["train"]["general"] |= GENERAL[general]
     config["train"]["domain"] |= DOMAIN[domain]
@@ -76,11 +88,12 @@ def name(cell: tuple[str, str]) -> str:
     return f"general-{cell[0]}_domain-{cell[1]}"
 
 
-def run_cell(out: Path, cell: tuple[str, str], source, config: dict) -> float:
+def run_cell(out: Path, cell: tuple[str, str], sources, config: dict) -> float:
     workdir = out / name(cell)
+    source = next((out / name(s) for s in sources if (out / name(s)).is_dir()), None)
     if not workdir.exists() and source is not None:
         # The earlier cell's results and Snakemake records: only what the change touches reruns.
-        shutil.copytree(out / name(source), workdir, symlinks=True)
+        shutil.copytree(source, workdir, symlinks=True)
     cmd = pipeline_workdir(workdir, config, fresh=False)
     t = time.perf_counter()
     with open(workdir / "study.log", "a") as log:
@@ -90,7 +103,7 @@ def run_cell(out: Path, cell: tuple[str, str], source, config: dict) -> float:
     return time.perf_counter() - t
 
 
-def cell_rows(workdir: Path, replicates: int, seed: int) -> list[dict]:
+def cell_rows(workdir: Path, config: dict) -> list[dict]:
     results = workdir / "results"
     mixing = pl.read_csv(results / "report/mixing.csv")
     rows = []
@@ -104,11 +117,13 @@ def cell_rows(workdir: Path, replicates: int, seed: int) -> list[dict]:
         for label, variant in shown.items():
             if variant is None:
                 continue
-            values = replicate_mean(results, TARGET, scenario, variant, range(replicates))
+            values = replicate_mean(
+                results, TARGET, scenario, variant, replicates(config), shared_variants(config)
+            )
             row = {"scenario": scenario, "variant": label, "n": len(values["HR@1"])}
             for metric in ("HR@1", "NDCG@3"):
                 v = values[metric]
-                lo, hi = bootstrap_ci(v, np.random.default_rng(seed))
+                lo, hi = bootstrap_ci(v, np.random.default_rng(config["seed"]))
                 row[metric] = f"{v.mean():.3f} [{lo:.2f}, {hi:.2f}]"
                 row[f"{metric} mean"] = float(v.mean())
             rows.append(row)
@@ -123,20 +138,20 @@ def main() -> None:
         "--cells",
         nargs="*",
         default=[name(c[:2]) for c in CELLS],
-        help="the cells to run, in CELLS order (a cell needs the one it copies)",
+        help="the cells to run, in CELLS order (a cell copies an earlier one where it can)",
     )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     table, minutes = [], {}
-    for general, domain, source in CELLS:
+    for general, domain, sources in CELLS:
         cell = (general, domain)
         if name(cell) not in args.cells:
             continue
         config = cell_config(*cell, args.replicates)
-        seconds = run_cell(args.out, cell, source, config)
+        seconds = run_cell(args.out, cell, sources, config)
         minutes[name(cell)] = round(seconds / 60, 1)
         print(f"{name(cell)}: {seconds / 60:.1f} min", flush=True)
-        rows = cell_rows(args.out / name(cell), args.replicates, config["seed"])
+        rows = cell_rows(args.out / name(cell), config)
         table += [{"general": general, "domain": domain} | r for r in rows]
         (args.out / "table.json").write_text(json.dumps({"minutes": minutes, "rows": table}))
     shown = pl.DataFrame(table).select(

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -50,12 +51,17 @@ def test_the_paper_config_is_planned_from_the_domains_sizes(tmp_path, capsys):
     assert "github.com/QwenLM/Qwen" in out  # every throughput figure names its source
 
 
-def test_model_loads_are_the_gpu_jobs_snakemake_plans(one_target_run, tokenizer, tmp_path):
+@pytest.mark.parametrize("share_general", [False, True])
+def test_model_loads_are_the_gpu_jobs_snakemake_plans(
+    one_target_run, tokenizer, tmp_path, share_general
+):
     workdir = one_target_run[0]
     # The run's config with two merge methods, both fusion controls and 2 replicates:
-    # every GPU rule and its replicate copy.
+    # every GPU rule and its replicate copy (but the general adapter's where the
+    # replicates share it).
     raw = yaml.safe_load((workdir / "config.yaml").read_text())
     raw["replicates"] = 2
+    raw["replicates_share_general"] = share_general
     raw["merges"] = {"methods": ["ties", "cat"], "weights": [[0.5, 0.5], [1, 1]]}
     raw["controls"] = ["molorec_selection", "molorec_supervised"]
     configfile = tmp_path / "grid.yaml"
@@ -69,5 +75,6 @@ def test_model_loads_are_the_gpu_jobs_snakemake_plans(one_target_run, tokenizer,
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     table = out.split("Job stats:", 1)[1].split("total", 1)[0]
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-    assert set(GPU_RULES) <= set(counts)
-    assert sum(w.loads for w in work.values()) == sum(counts[r] for r in GPU_RULES), counts
+    shared = {"train_general_adapter_replicate"} if share_general else set()
+    assert set(GPU_RULES) - shared <= set(counts) and not shared & set(counts)
+    assert sum(w.loads for w in work.values()) == sum(counts.get(r, 0) for r in GPU_RULES), counts

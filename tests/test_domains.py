@@ -39,9 +39,9 @@ def general_jobs(jobs, config) -> set[tuple[str, str]]:
     }
 
 
-def planned_jobs(workdir: Path, config: dict, *extra: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run of ``config`` plans in ``workdir``; the
-    workdir's config.yaml stays that of its last real run."""
+def planned_inputs(workdir: Path, config: dict, *extra: str) -> dict[tuple[str, str], list]:
+    """(rule, wildcards) -> input files of every job a dry run of ``config`` plans in
+    ``workdir``; the workdir's config.yaml stays that of its last real run."""
     config_file = workdir / "config.yaml"
     last_run = config_file.read_text() if config_file.exists() else None
     proc = run_workflow(workdir, config, "--dry-run", *extra)
@@ -49,13 +49,20 @@ def planned_jobs(workdir: Path, config: dict, *extra: str) -> list[tuple[str, st
         config_file.write_text(last_run)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    jobs = []
+    jobs = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         rule = re.match(r"(?:local)?rule (\w+):", block)
         if rule:
             wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-            jobs.append((rule.group(1), wildcards.group(1) if wildcards else ""))
+            inputs = re.search(r"^\s+input: (.*)$", block, re.M)
+            key = (rule.group(1), wildcards.group(1) if wildcards else "")
+            jobs[key] = inputs.group(1).split(", ") if inputs else []
     return jobs
+
+
+def planned_jobs(workdir: Path, config: dict, *extra: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run of ``config`` plans in ``workdir``."""
+    return list(planned_inputs(workdir, config, *extra))
 
 
 def rules_of(jobs, domain: str | None = None) -> set[str]:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import one_target_config, run_workflow
-from test_domains import planned_jobs, rules_of
+from test_domains import planned_inputs, planned_jobs, rules_of
 
 from molorec.evaluate import select_point, select_setting
 from molorec.metrics import per_example, target_rank
@@ -276,8 +276,12 @@ def test_replicates_differ_only_in_their_seeds(grid_run):
         assert (ours / config_file).read_bytes() == (theirs / config_file).read_bytes()
         weights = "adapter_model.safetensors"
         assert (ours / weights).read_bytes() != (theirs / weights).read_bytes()
-    # The same examples and candidates: the data stage and the baselines are not repeated.
+    # The same examples and candidates: the data stage and the baselines are not repeated,
+    # nor the base model's evaluation, which no seed changes.
     assert not (other / "data").exists() and not (other / "eval/beauty/warm/pop").exists()
+    assert (results / "eval/beauty/warm/test/base/predictions.parquet").is_file()
+    assert not (other / "eval/beauty/warm/test/base").exists()
+    assert (other / "eval/beauty/warm/test/general/predictions.parquet").is_file()
     for variant in ("test/domain", "molorec", "merge_cat", "molorec_selection"):
         a = pl.read_parquet(results / f"eval/beauty/warm/{variant}/predictions.parquet")
         b = pl.read_parquet(other / f"eval/beauty/warm/{variant}/predictions.parquet")
@@ -295,6 +299,7 @@ def test_the_report_pools_replicates_and_shows_their_spread(grid_run):
     counts = dict(zip(spread["variant"], spread["replicates"], strict=False))
     assert counts["molorec"] == counts["merge_ties"] == counts["domain"] == 2
     assert counts["pop"] == counts["content"] == 1  # the same in every replicate
+    assert counts["base"] == 1 and counts["general"] == 2
     # molorec against domain: each example's value is its mean over the two replicates.
     tests = pl.read_csv(results / "report/paired_tests.csv").filter(
         pl.col("variant") == "molorec", pl.col("against") == "domain", pl.col("scenario") == "warm"
@@ -331,3 +336,24 @@ def test_adding_a_replicate_plans_only_its_jobs(grid_run):
         "select_grid_replicate",
         "evaluate_selected_replicate",
     }
+
+
+def test_replicates_that_share_the_general_adapter_train_it_once(grid_run):
+    """replicates_share_general: a new replicate trains its domain adapter only, mixes
+    replicate 0's general adapter, and evaluates neither it nor the base model again."""
+    workdir, config = grid_run
+    shared = copy.deepcopy(config) | {"replicates": 3, "replicates_share_general": True}
+    jobs = planned_inputs(workdir, shared)
+    third = {k: v for k, v in jobs.items() if "replicate=2" in k[1].split(", ")}
+    assert {rule for rule, _ in third} >= {
+        "train_domain_adapter_replicate",
+        "fuse_adapters_replicate",
+    }
+    assert "train_general_adapter_replicate" not in {rule for rule, _ in jobs}
+    general, own = "results/adapters/general", f"{replicate_root(2)}/adapters/general"
+    for (rule, _), inputs in third.items():
+        assert not any(own in path for path in inputs), rule
+        if rule in ("fuse_adapters_replicate", "uniform_adapter_replicate"):
+            assert general in inputs, (rule, inputs)
+        if rule == "evaluate_llm_replicate":  # the general variant is replicate 0's
+            assert general not in inputs, inputs

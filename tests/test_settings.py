@@ -39,6 +39,9 @@ ELSEWHERE |= {"interactions", "items", "columns", "separator", "encoding"}
 # The grid variants (merges, controls) plan jobs of their own that the one-target run has
 # not run: tests/test_grid.py changes them on a run that has.
 ELSEWHERE |= {"merges", "controls"}
+# Sharing the general adapter changes the replicates beyond the first, which the sample does
+# not run: tests/test_grid.py and tests/test_cost.py plan it with 3 and 2.
+ELSEWHERE |= {"replicates_share_general"}
 # train.general and train.domain take the very keys of train (one $defs entry, one function:
 # molorec.settings.train_settings); walking them once per kind proves the override path.
 OVERRIDE_SAMPLE = {"lr", "max_steps"}

@@ -140,16 +140,16 @@ def fused_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             dropped,
         )
         return out.view(*x.shape[:-1], -1)
-    result = layer.base_layer(x, *args)
-    x = layer._cast_input_dtype(x, layer.lora_A[name].weight.dtype)
-    low = layer.lora_A[name](layer.lora_dropout[name](x))
+    result = base(x, *args)
+    x = layer._cast_input_dtype(x, lora_a.dtype)
+    low = layer.lora_A[name](dropout(x))
     # As peft adds: in the wider of the two dtypes (a bf16 model's float32 adapter outside
     # autocast), back to the model's dtype after; under autocast addmm runs in bf16.
     wide = torch.promote_types(result.dtype, low.dtype)
     out = torch.addmm(
         result.reshape(-1, result.shape[-1]).to(wide),
         low.reshape(-1, low.shape[-1]).to(wide),
-        layer.lora_B[name].weight.t().to(wide),
+        lora_b.t().to(wide),
         alpha=layer.scaling[name],
     )
     return out.view(result.shape).to(result.dtype)

@@ -55,6 +55,30 @@ def replicate_seed(config: dict, replicate: int) -> int:
     return config["seed"] + int(replicate)
 
 
+def trains_general(config: dict, replicate: int | str = 0) -> bool:
+    """Whether a replicate trains a general adapter: where the config has general domains,
+    replicate 0 does, and every other one unless replicates_share_general."""
+    if not domains_with_role(config, "general"):
+        return False
+    return str(replicate) == "0" or not config.get("replicates_share_general", False)
+
+
+def general_dir(config: dict, replicate: int | str = 0, root: str = RESULTS) -> str:
+    """The general adapter a replicate mixes: one built elsewhere (general_adapter), its
+    own, or replicate 0's where the replicates share it."""
+    if config.get("general_adapter"):
+        return config["general_adapter"]
+    own = replicate if trains_general(config, replicate) else 0
+    return adapter_dir("general", replicate_root(own, root))
+
+
+def shared_variants(config: dict) -> list[str]:
+    """The LLM variants no replicate's seed changes, evaluated in replicate 0 only: the base
+    model, and the general adapter where every replicate mixes the same one."""
+    general = config.get("general_adapter") or config.get("replicates_share_general")
+    return ["base"] + (["general"] if general else [])
+
+
 def lr_label(lr: float) -> str:
     """A learning rate as it appears in paths: 0.5 -> 0.5, 1.0 -> 1, 1e-05 -> 1e-05."""
     return f"{lr:g}"
@@ -65,9 +89,12 @@ def lr_variants(config: dict, scenario: str) -> list[str]:
     return [f"lr{lr_label(lr)}" for lr in config["fusion"]["lr_grid"][scenario]]
 
 
-def run_variants(config: dict, scenario: str, split: str) -> list[str]:
-    """The LLM variants one evaluation job of a scenario and split evaluates, in order."""
+def run_variants(config: dict, scenario: str, split: str, replicate: int | str = 0) -> list[str]:
+    """The LLM variants one evaluation job of a scenario and split evaluates, in order; a
+    replicate beyond the first leaves out the shared ones (shared_variants)."""
     fixed = list(FIXED_VARIANTS) if split == "test" else []
+    if str(replicate) != "0":
+        fixed = [v for v in fixed if v not in shared_variants(config)]
     return fixed + lr_variants(config, scenario)
 
 
@@ -245,10 +272,10 @@ def gpu_jobs(config: dict) -> list[Job]:
 
 def replicate_jobs(config: dict, replicate: int) -> list[Job]:
     """The GPU jobs of one replicate: a general adapter trained here is trained again
-    (a shared one is shared by every replicate), and everything after it."""
+    (unless the replicates share it: trains_general), and everything after it."""
     jobs = []
     r = replicate
-    if domains_with_role(config, "general"):
+    if trains_general(config, r):
         jobs.append(Job("train_general_adapter", replicate=r))
     targets = domains_with_role(config, "target")
     jobs += [Job("train_domain_adapter", d, replicate=r) for d in targets]
@@ -274,7 +301,7 @@ def replicate_jobs(config: dict, replicate: int) -> list[Job]:
         for sc in SCENARIOS:
             for sp in SPLITS:
                 jobs.append(
-                    Job("evaluate_llm", d, sc, sp, run_variants(config, sc, sp), replicate=r)
+                    Job("evaluate_llm", d, sc, sp, run_variants(config, sc, sp, r), replicate=r)
                 )
                 for v in grid_variants(config):
                     # every point on the selection set; on test the chosen one only

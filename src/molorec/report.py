@@ -92,20 +92,21 @@ PAIRS = (
 
 
 def comparisons(
-    results: Path, domains, scenarios, variants, pairs=PAIRS, replicates=(0,)
+    results: Path, domains, scenarios, variants, pairs=PAIRS, replicates=(0,), shared=()
 ) -> list[dict]:
     """Each pair of variants on the same test examples, per domain, scenario and metric: the
     keys of a test and the two variants' per-example values (``a``, ``b``). With several
     replicates, a variant's value of an example is its mean over the replicates: the test
-    pools replicates and examples and still resamples examples, the independent unit."""
+    pools replicates and examples and still resamples examples, the independent unit.
+    ``shared``: the LLM variants evaluated in replicate 0 only (molorec.plan.shared_variants)."""
     out = []
     for domain in domains:
         for scenario in scenarios:
             for variant, other in pairs:
                 if variant not in variants or other not in variants:
                     continue
-                ours = replicate_mean(results, domain, scenario, variant, replicates)
-                theirs = replicate_mean(results, domain, scenario, other, replicates)
+                ours = replicate_mean(results, domain, scenario, variant, replicates, shared)
+                theirs = replicate_mean(results, domain, scenario, other, replicates, shared)
                 for metric in HEADLINE:
                     out.append(
                         {
@@ -172,10 +173,11 @@ def paired_tests(
     seed: int = 0,
     n_boot: int = 1000,
     replicates=(0,),
+    shared=(),
 ) -> pl.DataFrame:
     """Each pair of variants compared example by example on the same test examples (their
     means over the replicates), with p-values adjusted over all of them (family_tests)."""
-    tests = comparisons(results, domains, scenarios, variants, pairs, replicates)
+    tests = comparisons(results, domains, scenarios, variants, pairs, replicates, shared)
     return family_tests(tests, alpha, adjust, seed, n_boot)
 
 
@@ -375,7 +377,9 @@ def replicate_section(spread: pl.DataFrame) -> list[str]:
         "## Replicates",
         "",
         "Each LLM variant trained, mixed and evaluated again with other seeds (replicates); "
-        "the data, candidates and baselines are the same in every replicate. Mean ± sd "
+        "the data, candidates and baselines are the same in every replicate, and so is a "
+        "variant shown with 1 (the base model; the general adapter where the replicates "
+        "share it: replicates_share_general), evaluated once. Mean ± sd "
         "[min, max] over the replicates; the paired tests above use each example's mean "
         "over them.",
         "",
@@ -490,37 +494,40 @@ def _by_layer_type(weights: dict[str, list[float]]) -> dict[str, list[float]]:
     return kinds
 
 
-def is_replicated(variant: str) -> bool:
-    """An LLM variant is run again in every replicate; a baseline is the same in all."""
+def is_replicated(variant: str, shared=()) -> bool:
+    """An LLM variant is run again in every replicate; a baseline is the same in all, and
+    so is a ``shared`` LLM variant (molorec.plan.shared_variants)."""
     from molorec.baselines import BASELINES
 
-    return variant not in BASELINES
+    return variant not in BASELINES and variant not in shared
 
 
-def replicate_roots(results: Path, variant: str, replicates=(0,)) -> list[Path]:
-    """The results roots of a variant's replicates (one for a baseline)."""
-    if not is_replicated(variant):
+def replicate_roots(results: Path, variant: str, replicates=(0,), shared=()) -> list[Path]:
+    """The results roots of a variant's replicates (one for a baseline or shared variant)."""
+    if not is_replicated(variant, shared):
         return [results]
     return [Path(replicate_root(r, root=str(results))) for r in replicates]
 
 
-def replicate_mean(results: Path, domain, scenario, variant, replicates=(0,)) -> dict:
+def replicate_mean(results: Path, domain, scenario, variant, replicates=(0,), shared=()) -> dict:
     """Per metric, a variant's per-example values averaged over its replicates."""
     runs = [
         _per_example(_variant(root, domain, scenario, variant))
-        for root in replicate_roots(results, variant, replicates)
+        for root in replicate_roots(results, variant, replicates, shared)
     ]
     return {k: np.mean([run[k] for run in runs], axis=0) for k in runs[0]}
 
 
-def replicate_table(results: Path, domains, scenarios, variants, replicates=(0,)) -> pl.DataFrame:
+def replicate_table(
+    results: Path, domains, scenarios, variants, replicates=(0,), shared=()
+) -> pl.DataFrame:
     """Per (domain, scenario, variant): each headline metric's mean over the replicates,
     its standard deviation (ddof 1; null for one replicate), min and max."""
     rows = []
     for domain in domains:
         for scenario in scenarios:
             for variant in variants:
-                roots = replicate_roots(results, variant, replicates)
+                roots = replicate_roots(results, variant, replicates, shared)
                 values = [
                     json.loads(
                         (
@@ -886,20 +893,31 @@ def build(
     adjust: str,
     benchmarks: list[Path] = (),
     replicates=(0,),
+    shared=(),
 ) -> None:
     """Write metrics.csv, paired_tests.csv, replicates.csv, mixing.csv, cost.csv,
     summary.md and the plots; the paired tests (pooled over ``replicates``) are judged at
     ``alpha`` after the ``adjust`` adjustment (holm or bh). metrics.csv is the first
-    replicate's (the run under results/)."""
+    replicate's (the run under results/); ``shared`` variants are replicate 0's in all."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_table(results, domains, scenarios, variants)
     metrics.write_csv(out / "metrics.csv")
     pairs = pairs_for(variants)
     tests = paired_tests(
-        results, domains, scenarios, variants, alpha, adjust, pairs, seed, n_boot, replicates
+        results,
+        domains,
+        scenarios,
+        variants,
+        alpha,
+        adjust,
+        pairs,
+        seed,
+        n_boot,
+        replicates,
+        shared,
     )
     tests.write_csv(out / "paired_tests.csv")
-    spread = replicate_table(results, domains, scenarios, variants, replicates)
+    spread = replicate_table(results, domains, scenarios, variants, replicates, shared)
     spread.write_csv(out / "replicates.csv")
     cost = cost_table(results, benchmarks, adapters, domains, scenarios, variants)
     cost.write_csv(out / "cost.csv")

@@ -24,6 +24,7 @@ with log_to(snakemake.log[0]) as log:
         adjust=p.adjust,
         benchmarks=[Path(b) for b in snakemake.input.benchmarks],
         replicates=p.replicates,
+        shared=p.shared,
     )
     plots = Path(snakemake.output.plots)
     plots.mkdir(parents=True, exist_ok=True)
