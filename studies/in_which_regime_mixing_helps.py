@@ -48,6 +48,7 @@ import polars as pl
 import yaml
 from which_variant_recommends_best import summary_section, table_display
 
+from molorec.baselines import BASELINES
 from molorec.metrics import bootstrap_ci
 from molorec.plan import replicates, shared_variants
 from molorec.report import replicate_mean
@@ -65,8 +66,11 @@ CELLS = (
     ("default", "default", (("strong", "default"),)),
     ("default", "scarce", (("strong", "scarce"), ("default", "default"))),
 )
-SHOWN = ("general", "domain", "uniform", "molorec", "best merge", "content", "pop", "random")
-COLD_SHOWN = ("novelty",)  # the cold list's shortcut baseline
+# The LLM variants, then every baseline (the trivial ones can explain a figure without skill);
+# novelty is the cold list's shortcut, shown there only.
+SHOWN = ("general", "domain", "uniform", "molorec", "best merge")
+SHOWN += tuple(b for b in BASELINES if b != "novelty")
+COLD_SHOWN = ("novelty",)
 
 
 def cell_config(general: str, domain: str, n_replicates: int) -> dict:
@@ -108,15 +112,17 @@ def cell_rows(workdir: Path, config: dict) -> list[dict]:
     mixing = pl.read_csv(results / "report/mixing.csv")
     rows = []
     for scenario in ("warm", "cold"):
-        best = mixing.filter(
-            (pl.col("scenario") == scenario) & (pl.col("against") == "best merge")
-        )["variant"]
-        shown = {v: v for v in SHOWN} | {"best merge": best[0] if len(best) else None}
-        if scenario == "cold":
-            shown |= {v: v for v in COLD_SHOWN}
-        for label, variant in shown.items():
-            if variant is None:
-                continue
+        best = mixing.filter((pl.col("scenario") == scenario) & (pl.col("against") == "best merge"))
+        shown = []  # (label, variant)
+        for v in SHOWN + (COLD_SHOWN if scenario == "cold" else ()):
+            if v != "best merge":
+                shown.append((v, v))
+            elif best.height:
+                label = f"best merge ({best['variant'][0]})"
+                if "chosen on validation" in best.columns and not best["chosen on validation"][0]:
+                    label += ", a tie on validation: the grid's first point"
+                shown.append((label, best["variant"][0]))
+        for label, variant in shown:
             values = replicate_mean(
                 results, TARGET, scenario, variant, replicates(config), shared_variants(config)
             )

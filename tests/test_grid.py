@@ -15,10 +15,10 @@ import pytest
 from conftest import one_target_config, run_workflow
 from test_domains import planned_inputs, planned_jobs, rules_of
 
-from molorec.evaluate import select_point, select_setting
+from molorec.evaluate import decided, select_lr, select_point, select_setting
 from molorec.metrics import per_example, target_rank
 from molorec.plan import grid_points, grid_variants, merge_grid, replicate_root
-from molorec.report import MIXING_AGAINST, mixing_verdict
+from molorec.report import MIXING_AGAINST, best_merges, mixing_verdict
 from molorec.settings import fusion_settings, train_settings
 
 GRID_RULES = {"merge_adapters", "fuse_control", "evaluate_grid", "select_grid", "evaluate_selected"}
@@ -170,6 +170,12 @@ def test_does_mixing_help_recomputes_from_the_predictions(grid_run):
             for m in ("merge_ties", "merge_cat")
         }
         assert scores[best] == max(scores.values())
+        # It is called validation's choice only where its grid's points and the merges did
+        # not tie there (the sample's cold selection set is 1 example).
+        sel = json.loads((results / f"eval/beauty/{scenario}/{best}/selection.json").read_text())
+        tie = not sel["decided"] or list(scores.values()).count(scores[best]) > 1
+        said = rows.filter(pl.col("against") == "best merge")["chosen on validation"].item()
+        assert said == (not tie)
         assert mixing_verdict(rows, 0.05) in summary
 
 
@@ -183,6 +189,65 @@ def test_selection_reads_validation_only():
     points = {"w0.5_0.5": val["lr2"], "w1_1": val["lr0.5"]}
     assert select_setting(points, None)["selected"] == "w1_1"
     assert "optimistic" not in select_setting(points, None)
+
+
+def test_a_tie_on_the_selection_set_is_not_a_choice():
+    """The cold selection set of the sample has 1 example on which every merge point scored
+    0: the first point is taken, and the selection says it was not chosen on validation."""
+    zero = {"n": 1, "HR@1": 0.0, "HR@3": 0.0, "NDCG@3": 0.0}
+    points = {p: dict(zero) for p in ("w0.25_0.75", "w0.5_0.5", "w0.75_0.25", "w1_1")}
+    tie = select_setting(points, None)
+    assert tie["selected"] == "w0.25_0.75" and tie["decided"] is False
+    assert "4 of the grid's 4 settings tie" in tie["criterion"]
+    # One point ahead on the same single example: a choice, if a thin one.
+    ahead = points | {"w0.5_0.5": {"n": 1, "HR@1": 1.0, "HR@3": 1.0, "NDCG@3": 1.0}}
+    assert select_setting(ahead, None)["selected"] == "w0.5_0.5"
+    assert select_setting(ahead, None)["decided"] is True
+    # A tie below the top does not matter.
+    assert select_setting(ahead | {"w1_1": dict(zero)}, None)["decided"] is True
+    # No example, or a grid of one setting: nothing was chosen either.
+    assert select_setting({p: v | {"n": 0} for p, v in ahead.items()}, None)["decided"] is False
+    assert select_setting({"w1_1": ahead["w0.5_0.5"]}, None)["decided"] is False
+    # molorec's lrs: its selection.json (lr scores, the folder as "selected") reads the same.
+    lrs = {"lr0.5": ahead["w0.5_0.5"], "lr2": ahead["w0.5_0.5"]}
+    tied_lrs = select_point(lrs, lrs)
+    assert tied_lrs["selected_lr"] == "0.5" and tied_lrs["decided"] is decided(tied_lrs) is False
+    apart = select_point(lrs | {"lr2": zero}, lrs | {"lr2": zero})
+    assert apart["decided"] is decided(apart) is True
+    assert (
+        "smallest lr among them"
+        in select_lr({"0.5": lrs["lr0.5"], "2": lrs["lr2"]}, {"0.5": zero, "2": zero})["criterion"]
+    )
+
+
+def test_the_best_merge_is_validation_s_choice_only_where_validation_decided():
+    def merge(variant, score, decided_=True):
+        return {
+            "domain": "beauty",
+            "scenario": "cold",
+            "variant": variant,
+            "selection_score": score,
+            "selection_decided": decided_,
+        }
+
+    def best(*rows):
+        return best_merges(pl.DataFrame(list(rows)))[("beauty", "cold")]
+
+    assert best(merge("merge_cat", 0.5), merge("merge_ties", 1.0)) == ("merge_ties", True)
+    # Its own grid tied, or another merge scored the same: not chosen on validation.
+    assert best(merge("merge_cat", 0.5), merge("merge_ties", 1.0, False)) == ("merge_ties", False)
+    assert best(merge("merge_cat", 1.0), merge("merge_ties", 1.0)) == ("merge_cat", False)
+    rows = mixing_rows({"domain": (0.0, 0.9, 0.2), "best merge": (-0.1, 0.5, 0.2)}, n=32)
+    tied = rows.with_columns(
+        pl.lit("merge_cat").alias("variant"),
+        pl.lit(1).alias("selection_examples"),
+        pl.lit(False).alias("chosen on validation"),
+    )
+    line = mixing_verdict(tied, 0.05)
+    assert "chosen on validation" not in line, line
+    assert "**merge_cat**; not a validation choice" in line and "(n = 1)" in line
+    line = mixing_verdict(tied.with_columns(pl.lit(True).alias("chosen on validation")), 0.05)
+    assert "the best merge chosen on validation (**merge_cat**, on 1 selection example)" in line
 
 
 def test_a_grid_selection_is_given_no_test_file(grid_run):

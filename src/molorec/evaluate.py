@@ -591,30 +591,65 @@ def write_order_check(
     )
 
 
-def select_setting(val_metrics: dict[str, dict], test_metrics: dict[str, dict] | None) -> dict:
+def tied_with(scores: dict[str, float], chosen: str) -> list[str]:
+    """The settings other than ``chosen`` whose selection score equals its score."""
+    return [k for k, v in scores.items() if k != chosen and math.isclose(v, scores[chosen])]
+
+
+def decided(selection: dict) -> bool:
+    """Whether a selection (selection.json) rests on the selection set telling the chosen
+    setting apart from every other: false for a grid of one setting, no selection example
+    or a tie at the top."""
+    scores = selection["val_scores"]
+    # molorec's lrs: the scores are keyed by lr, "selected" is the lr's folder
+    chosen = selection["selected"] if selection["selected"] in scores else selection["selected_lr"]
+    return len(scores) > 1 and selection["selection_examples"] > 0 and not tied_with(scores, chosen)
+
+
+def select_setting(
+    val_metrics: dict[str, dict],
+    test_metrics: dict[str, dict] | None,
+    first: str = "the grid's first setting",
+) -> dict:
     """The setting (a key of both dicts, tried in their order) chosen on the selection set
     (held-out validation examples) by HR@1 + HR@3 + NDCG@3, never on test labels; ties go
-    to the first. Where every setting was evaluated on test too (``test_metrics``), the
-    setting test labels would choose is reported beside it, labelled optimistic."""
+    to the first (``first`` names it). ``decided`` says whether the selection set told the
+    chosen setting apart from every other one: not with one setting, no selection example
+    or a tie at the top (a small cold selection set often scores every point 0), and the
+    criterion then says which. Where every setting was evaluated on test too
+    (``test_metrics``), the setting test labels would choose is reported beside it,
+    labelled optimistic."""
 
     def score(m: dict) -> float:
         return sum(m[k] for k in HEADLINE)
 
     settings = list(val_metrics)
-    if all(val_metrics[k]["n"] == 0 for k in settings):
+    scores = {k: score(m) for k, m in val_metrics.items()}
+    chosen = max(settings, key=scores.get)
+    tied = tied_with(scores, chosen)
+    n = val_metrics[chosen]["n"]
+    if len(settings) == 1:
+        criterion = "a grid of one setting: nothing to choose"
+    elif all(val_metrics[k]["n"] == 0 for k in settings):
         # No selection example in this scenario (a small domain's few cold targets): nothing
         # to choose on, so the grid's first setting, and selection.json says so.
-        chosen, criterion = settings[0], "no selection examples: the grid's first setting"
+        chosen = settings[0]
+        criterion = f"no selection examples: {first}"
+    elif tied:
+        criterion = (
+            f"{len(tied) + 1} of the grid's {len(settings)} settings tie on the selection "
+            f"set (n = {n}): {first} among them, not a choice"
+        )
     else:
-        chosen = max(settings, key=lambda k: score(val_metrics[k]))
         criterion = "+".join(HEADLINE) + " on the selection set (held-out validation)"
     selection = {
         "criterion": criterion,
-        "selection_examples": val_metrics[chosen]["n"],
+        "selection_examples": n,
         "selected": chosen,
-        "selection_score": score(val_metrics[chosen]),
-        "val_scores": {k: score(m) for k, m in val_metrics.items()},
+        "selection_score": scores[chosen],
+        "val_scores": scores,
     }
+    selection["decided"] = decided(selection)
     if test_metrics is None:
         return selection
     optimistic = max(settings, key=lambda k: score(test_metrics[k]))
@@ -629,9 +664,8 @@ def select_setting(val_metrics: dict[str, dict], test_metrics: dict[str, dict] |
 def select_lr(val_metrics: dict[str, dict], test_metrics: dict[str, dict]) -> dict:
     """select_setting over learning rates (keys: lr labels), tried from the smallest."""
     lrs = sorted(val_metrics, key=float)
-    chosen = select_setting({lr: val_metrics[lr] for lr in lrs}, test_metrics)
-    chosen["criterion"] = chosen["criterion"].replace(
-        "the grid's first setting", "the grid's smallest lr"
+    chosen = select_setting(
+        {lr: val_metrics[lr] for lr in lrs}, test_metrics, first="the grid's smallest lr"
     )
     chosen["selected_lr"], chosen["optimistic_lr"] = (
         chosen.pop("selected"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from molorec.evaluate import decided
 from molorec.metrics import (
     HEADLINE,
     METRICS,
@@ -63,6 +64,8 @@ def metrics_table(
                     row["selected_lr"] = sel.get("selected_lr")
                     row["selection_examples"] = sel["selection_examples"]
                     row["selection_score"] = sel["selection_score"]
+                    # false where the selection set could not tell the points apart
+                    row["selection_decided"] = decided(sel)
                     # only where every point ran on test too (molorec's lrs)
                     row["optimistic"] = sel.get("optimistic")
                     row["optimistic_lr"] = sel.get("optimistic_lr")
@@ -193,16 +196,20 @@ MIXING_AGAINST = ("domain", "general", "uniform", "best merge", *CONTROLS, "cont
 SINGLE = ("domain", "general")  # the single adapters the mixture has to beat
 
 
-def best_merges(metrics: pl.DataFrame) -> dict[tuple[str, str], str]:
+def best_merges(metrics: pl.DataFrame) -> dict[tuple[str, str], tuple[str, bool]]:
     """(domain, scenario) -> the merge variant whose chosen point scored best on the
-    selection set (validation only; ties go to the first in the table's order)."""
+    selection set (validation only; ties go to the first in the table's order), and whether
+    validation decided it: its own grid's choice was decided (select_setting) and no other
+    merge tied its score."""
     best = {}
     merges = metrics.filter(pl.col("variant").map_elements(is_merge, return_dtype=pl.Boolean))
-    for row in merges.iter_rows(named=True):
-        key = (row["domain"], row["scenario"])
-        if key not in best or row["selection_score"] > best[key][1]:
-            best[key] = (row["variant"], row["selection_score"])
-    return {k: v for k, (v, _) in best.items()}
+    for key, group in merges.group_by(["domain", "scenario"], maintain_order=True):
+        rows = list(group.iter_rows(named=True))
+        top = max(rows, key=lambda r: r["selection_score"])
+        ties = [r for r in rows if math.isclose(r["selection_score"], top["selection_score"])]
+        decided = bool(top.get("selection_decided")) and len(ties) == 1
+        best[key] = (top["variant"], decided)
+    return best
 
 
 def mixing_table(
@@ -221,11 +228,22 @@ def mixing_table(
     ours = tests.filter(pl.col("variant") == SELECTED)
     for (domain, scenario), group in ours.group_by(["domain", "scenario"], maintain_order=True):
         for against in MIXING_AGAINST:
-            name = best.get((domain, scenario)) if against == "best merge" else against
+            name, decided = against, None
+            if against == "best merge":
+                name, decided = best.get((domain, scenario), (None, None))
             found = group.filter(pl.col("against") == name) if name else group.clear()
             if found.is_empty():
                 continue
             row = {"domain": domain, "scenario": scenario, "against": against, "variant": name}
+            if decided is not None:
+                # Whether "chosen on validation" holds: the verdict says so only if it does.
+                chosen = metrics.filter(
+                    (pl.col("domain") == domain)
+                    & (pl.col("scenario") == scenario)
+                    & (pl.col("variant") == name)
+                )
+                row["selection_examples"] = chosen["selection_examples"].item()
+                row["chosen on validation"] = decided
             for metric in ("HR@1", "NDCG@3"):
                 t = found.filter(pl.col("metric") == metric).row(0, named=True)
                 row["n"] = t["n"]
@@ -289,7 +307,9 @@ def mixing_verdict(rows: pl.DataFrame, alpha: float) -> str:
         if against not in by:
             continue
         r = by[against]
-        label = f"{what} (**{r['variant']}**)" if against == "best merge" else what
+        label = what
+        if against == "best merge":
+            label = _best_merge_label(r)
         s = sign(r)
         if s > 0:
             sentence += f" It is better than {label}."
@@ -298,6 +318,19 @@ def mixing_verdict(rows: pl.DataFrame, alpha: float) -> str:
         else:
             sentence += f" Against {label} the difference is not significant at n = {r['n']}."
     return sentence
+
+
+def _best_merge_label(row: dict) -> str:
+    """The best merge, and on what its choice rests: validation only where the selection
+    set told its points (and the merges) apart."""
+    n = row.get("selection_examples")
+    if row.get("chosen on validation") is False:
+        return (
+            f"the best merge (**{row['variant']}**; not a validation choice: its grid's "
+            f"points, or the merges, tie on the selection set (n = {n}), so it is the first)"
+        )
+    on = f", on {n} selection example{'s' * (n != 1)}" if n is not None else ""
+    return f"the best merge chosen on validation (**{row['variant']}**{on})"
 
 
 def _mde(value: float) -> str:
@@ -756,6 +789,7 @@ def summary_markdown(
             "domain",
             "scenario",
             "selection_examples",
+            "selection_decided",
             "selected_lr",
             "HR@1",
             "HR@3",
@@ -773,7 +807,9 @@ def summary_markdown(
             "molorec uses the lr chosen on the selection set (HR@1 + HR@3 + NDCG@3): the "
             "validation examples of the selection users (a seeded share of the users, "
             "data.selection_fraction), which no adapter trained on, in the scenario of their "
-            "target (warm or cold); selection_examples is how many. The original chose on "
+            "target (warm or cold); selection_examples is how many. selection_decided false: "
+            "the selection set did not tell the lrs apart (one lr, no example, or a tie at "
+            "the top), so molorec runs at the grid's smallest lr. The original chose on "
             "test labels: that choice is shown as *optimistic*, with the gap (sum of the "
             "three metrics) it adds.",
             "",
