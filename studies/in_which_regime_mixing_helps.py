@@ -2,12 +2,14 @@
 (SmolLM2-135M-Instruct), one target domain (Beauty), a 2 x 2 grid of training regimes, each
 with 3 replicates (the data and candidates fixed):
 
-    general adapter   default: the quick start's 8 steps of 8 (8% of an epoch of the 821
+    general adapter   default: the quick start's 8 steps of 8 (9% of an epoch of the 717
                       pooled general examples) | strong: every general domain, one full
-                      epoch (103 steps; the paper trains 2)
-    domain adapter    default: the quick start's 16 steps over its 619 rows | scarce: the
-                      same 16 steps over 40 rows (train.max_rows: a few dozen, fixed by the
-                      data, the same in every replicate)
+                      epoch (90 steps; the paper trains 2)
+    domain adapter    default: the quick start's 16 steps over Beauty's 626 training rows |
+                      scarce: 40 of those rows (train.max_rows: a few dozen, fixed by the
+                      data, the same in every replicate), where 2 epochs cap the 16 steps
+                      at 10 (config.yaml's train.domain replaces the schema's domain
+                      default of 4 epochs, so train.epochs applies)
 
 Every other setting is the quick start's (config.yaml), plus the global mixing weight
 chosen on validation (merge_cat over merges.weights): nothing here was chosen by its outcome.
@@ -15,7 +17,7 @@ chosen on validation (merge_cat over merges.weights): nothing here was chosen by
 A replicate trains its domain adapter and mixes with the seeds seed + r; the general
 adapter of a cell is trained once and shared by its replicates (replicates_share_general),
 as the method shares one general adapter across domains. A strong general adapter per
-replicate would be 309 training steps alone; shared, the study trains 215 steps in all.
+replicate would be 270 training steps alone; shared, the study trains 184 steps in all.
 The replicates' spread therefore leaves out the general adapter's training seed.
 
 The cells share their work the way the pipeline does: each cell is a copy of an earlier
