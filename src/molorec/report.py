@@ -207,8 +207,8 @@ def best_merges(metrics: pl.DataFrame) -> dict[tuple[str, str], tuple[str, bool]
         rows = list(group.iter_rows(named=True))
         top = max(rows, key=lambda r: r["selection_score"])
         ties = [r for r in rows if math.isclose(r["selection_score"], top["selection_score"])]
-        decided = bool(top.get("selection_decided")) and len(ties) == 1
-        best[key] = (top["variant"], decided)
+        by_validation = bool(top.get("selection_decided")) and len(ties) == 1
+        best[key] = (top["variant"], by_validation)
     return best
 
 
@@ -228,14 +228,14 @@ def mixing_table(
     ours = tests.filter(pl.col("variant") == SELECTED)
     for (domain, scenario), group in ours.group_by(["domain", "scenario"], maintain_order=True):
         for against in MIXING_AGAINST:
-            name, decided = against, None
+            name, by_validation = against, None
             if against == "best merge":
-                name, decided = best.get((domain, scenario), (None, None))
+                name, by_validation = best.get((domain, scenario), (None, None))
             found = group.filter(pl.col("against") == name) if name else group.clear()
             if found.is_empty():
                 continue
             row = {"domain": domain, "scenario": scenario, "against": against, "variant": name}
-            if decided is not None:
+            if by_validation is not None:
                 # Whether "chosen on validation" holds: the verdict says so only if it does.
                 chosen = metrics.filter(
                     (pl.col("domain") == domain)
@@ -243,7 +243,7 @@ def mixing_table(
                     & (pl.col("variant") == name)
                 )
                 row["selection_examples"] = chosen["selection_examples"].item()
-                row["chosen on validation"] = decided
+                row["chosen on validation"] = by_validation
             for metric in ("HR@1", "NDCG@3"):
                 t = found.filter(pl.col("metric") == metric).row(0, named=True)
                 row["n"] = t["n"]
